@@ -1,0 +1,149 @@
+"""The event -> workflow registry.
+
+A workflow is one module in ``chains/`` with one decorator::
+
+    @workflow("churn", on=[On("customer.updated"), On("customer.activity")],
+              version="1", coalesce=Coalesce(window_s=2, max_wait_s=10), sla_s=3600)
+    def build(env: Envelope, ctx: RunContext) -> Signature:
+        return chain(ctx.sig("mesh.churn.features", ...), ...)
+
+The dispatcher (``events``) sees the registry only through the ``Router`` and
+``WorkflowStarter`` protocols, so ``events`` never imports Celery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from events.base import Envelope
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from celery.canvas import Signature
+
+RUN_NAMESPACE = uuid.UUID("6f1d3a52-8b0e-4c1e-9b55-3e0c8f2a7d10")
+
+
+@dataclass(frozen=True)
+class On:
+    """A trigger: an event type, and an optional filter on the envelope."""
+
+    event_type: str
+    where: Callable[[Envelope], bool] | None = None
+    description: str = ""
+
+    def matches(self, env: Envelope) -> bool:
+        return env.type == self.event_type and (self.where is None or bool(self.where(env)))
+
+
+@dataclass(frozen=True)
+class Coalesce:
+    """Debounce per (workflow, entity key): run once ``window_s`` after the last event,
+    but no later than ``max_wait_s`` after the first one held."""
+
+    window_s: float
+    max_wait_s: float
+
+    def __post_init__(self) -> None:
+        if not (0 < self.window_s <= self.max_wait_s):
+            raise ValueError("need 0 < window_s <= max_wait_s")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a canvas builder gets besides the event: the app, the run id, run metadata."""
+
+    app: Celery
+    run_id: str
+    workflow: str
+    version: str
+    coalesced: int = 1
+    """How many events this run stands for (1 unless coalesced)."""
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """JSON metadata every task of the run receives and stores with its results."""
+        return {"run_id": self.run_id, "workflow": self.workflow, "workflow_version": self.version}
+
+    def sig(self, task_name: str, *args: Any, step: str | None = None, **kwargs: Any) -> Signature:
+        """A signature by task name (chains never import task code), with a
+        deterministic task id ``<run_id>:<step>`` so a re-sent run reuses its ids."""
+        return self.app.signature(
+            task_name, args=args, kwargs=kwargs,
+            task_id=f"{self.run_id}:{step or task_name.rsplit('.', 1)[-1]}",
+        )
+
+
+Builder = Callable[[Envelope, RunContext], "Signature"]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    version: str
+    triggers: tuple[On, ...]
+    build: Builder
+    coalesce: Coalesce | None = None
+    sla_s: int = 3600
+    """Freshness SLA: a success is expected at least this often (alerts and status)."""
+    description: str = ""
+
+    def run_id(self, env: Envelope) -> str:
+        return str(uuid.uuid5(RUN_NAMESPACE, f"{self.name}:{env.event_id}"))
+
+
+@dataclass(frozen=True)
+class Route:
+    """One workflow an event should start (what the dispatcher needs to know)."""
+
+    workflow: str
+    coalesce: Coalesce | None
+
+
+@dataclass
+class WorkflowRegistry:
+    """Workflows by name. ``REGISTRY`` is the default; tests may build their own."""
+
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+
+    def add(self, wf: Workflow) -> Workflow:
+        if wf.name in self.workflows and self.workflows[wf.name].build is not wf.build:
+            raise ValueError(f"workflow {wf.name!r} is registered twice")
+        self.workflows[wf.name] = wf
+        return wf
+
+    def workflow(
+        self,
+        name: str,
+        *,
+        on: Sequence[On | str],
+        version: str = "1",
+        coalesce: Coalesce | None = None,
+        sla_s: int = 3600,
+        description: str = "",
+    ) -> Callable[[Builder], Builder]:
+        def deco(build: Builder) -> Builder:
+            triggers = tuple(t if isinstance(t, On) else On(t) for t in on)
+            self.add(Workflow(name, version, triggers, build, coalesce, sla_s,
+                              description or (build.__doc__ or "").strip().split("\n")[0]))
+            return build
+
+        return deco
+
+    def get(self, name: str) -> Workflow:
+        return self.workflows[name]
+
+    # -- Router protocol (used by the dispatcher) -------------------------------------
+    def route(self, env: Envelope) -> list[Route]:
+        return [Route(wf.name, wf.coalesce) for wf in self.workflows.values()
+                if any(t.matches(env) for t in wf.triggers)]
+
+    def __iter__(self) -> Iterable[Workflow]:  # type: ignore[override]
+        return iter(sorted(self.workflows.values(), key=lambda w: w.name))
+
+
+REGISTRY = WorkflowRegistry()
+workflow = REGISTRY.workflow

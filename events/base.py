@@ -1,0 +1,90 @@
+"""The event envelope and the base class of typed events.
+
+An *event* is a pydantic model holding the payload (``CustomerUpdated(customer_id=...)``).
+The *envelope* carries what every event has: id, type, schema version, entity key,
+idempotency key, time, producer. Unknown fields and wrong types are rejected, and the
+error names the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every typed event (the payload). Subclasses set the class variables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1_000_000)
+
+    event_type: ClassVar[str]
+    """Dotted type name on the wire, e.g. ``customer.updated``."""
+    schema_version: ClassVar[int] = 1
+    entity_kind: ClassVar[str]
+    """Kind of entity the event is about (``customer``, ``content``...)."""
+    entity_field: ClassVar[str]
+    """Payload field holding the entity's id."""
+
+    def entity_key(self) -> str:
+        """``<kind>:<id>``: the partitioning, ordering and coalescing key."""
+        return f"{self.entity_kind}:{getattr(self, self.entity_field)}"
+
+
+class Envelope(BaseModel):
+    """One event with its metadata, as published and as read back by the dispatcher."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=128)
+    type: str
+    schema_version: int
+    entity_key: str = Field(min_length=1, max_length=512)
+    idempotency_key: str = Field(min_length=1, max_length=512)
+    occurred_at: datetime
+    producer: str = Field(default="app", min_length=1, max_length=128)
+    payload: Event
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("occurred_at must carry a time zone (use UTC)")
+        return v
+
+    @classmethod
+    def wrap(
+        cls,
+        event: Event,
+        *,
+        idempotency_key: str | None = None,
+        producer: str = "app",
+        occurred_at: datetime | None = None,
+        event_id: str | None = None,
+    ) -> Envelope:
+        """Put ``event`` in an envelope. Without an idempotency key the event id is used,
+        so only events a producer marks as the same (same key) are deduplicated."""
+        eid = event_id or new_event_id()
+        return cls.model_construct(
+            event_id=eid,
+            type=event.event_type,
+            schema_version=event.schema_version,
+            entity_key=event.entity_key(),
+            idempotency_key=idempotency_key or eid,
+            occurred_at=occurred_at or utcnow(),
+            producer=producer,
+            payload=event,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "type": self.type, "entity_key": self.entity_key}

@@ -1,0 +1,1 @@
+"""GPU pool: routing of GPU work, micro-batching, off-peak deferral, autoscaling."""

@@ -1,0 +1,74 @@
+"""Every Redis key the mesh writes, in one place.
+
+All keys start with ``<prefix>:`` (``redis.key_prefix``), so several meshes or tenants
+share one Redis without seeing each other. Keys that belong to one event partition
+carry the hash tag ``{<prefix>:p<N>}`` so that a dispatcher's multi-key operations on a
+partition (stream, dedupe keys, outcome counters, coalescing slots) stay in one Redis
+Cluster slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "mesh"
+
+    # -- per partition -------------------------------------------------------------
+    def tag(self, partition: int) -> str:
+        return f"{{{self.prefix}:p{partition}}}"
+
+    def stream(self, partition: int) -> str:
+        """The event stream of one partition."""
+        return f"{self.tag(partition)}:events"
+
+    def outcomes(self, partition: int) -> str:
+        """Hash: outcome -> count of entries of this partition's stream."""
+        return f"{self.tag(partition)}:outcomes"
+
+    def dedupe(self, partition: int, idempotency_key: str) -> str:
+        return f"{self.tag(partition)}:dedupe:{idempotency_key}"
+
+    def run_marker(self, partition: int, run_id: str) -> str:
+        """Set once a workflow run was handed to Celery (skip on redelivery)."""
+        return f"{self.tag(partition)}:run:{run_id}"
+
+    def coalesce_due(self, partition: int) -> str:
+        """Sorted set: coalescing slot -> time (ms) at which it fires."""
+        return f"{self.tag(partition)}:coalesce:due"
+
+    def coalesce_slot(self, partition: int, slot: str) -> str:
+        """Hash holding one coalescing slot (latest event, first-seen time, count)."""
+        return f"{self.tag(partition)}:coalesce:slot:{slot}"
+
+    # -- global ----------------------------------------------------------------------
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}:dlq"
+
+    @property
+    def dlq_outcomes(self) -> str:
+        """Hash: replayed / purged counts of the dead-letter stream."""
+        return f"{self.prefix}:dlq:outcomes"
+
+    def celery_prefix(self) -> str:
+        """``global_keyprefix`` of the Celery broker and result backend."""
+        return f"{self.prefix}:celery:"
+
+    def result(self, kind: str, entity: str) -> str:
+        """Latest result of a kind (``churn``, ``content``...) for one entity."""
+        return f"{self.prefix}:result:{kind}:{entity}"
+
+    def ns(self, *parts: str) -> str:
+        """A key in the mesh's namespace for anything not listed above."""
+        return ":".join((self.prefix, *parts))
+
+
+def partition_of(entity_key: str, partitions: int) -> int:
+    """``crc32(utf-8 entity key) % partitions``: easy to compute in any language."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(entity_key.encode("utf-8")) % partitions

@@ -1,0 +1,17 @@
+"""Event stream layout and limits."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StreamSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partitions: int = Field(default=1, ge=1, le=1024)
+    """Number of event streams; an event goes to ``crc32(entity_key) % partitions``."""
+    maxlen_approx: int = Field(default=1_000_000, ge=1000)
+    """Approximate MAXLEN (``XADD MAXLEN ~``) of each event stream."""
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    """Largest encoded event accepted by ``publish`` and by the dispatcher."""
+    dlq_maxlen_approx: int = Field(default=1_000_000, ge=1000)
