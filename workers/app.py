@@ -19,9 +19,6 @@ from mesh.keys import Keys
 from mesh.redis_conn import redis_url
 from mesh.settings import MeshSettings
 
-# Modules that define tasks; every worker imports them.
-TASK_MODULES: list[str] = []
-
 
 def celery_config(settings: MeshSettings) -> dict[str, Any]:
     url = redis_url(settings.redis)
@@ -79,14 +76,26 @@ def celery_config(settings: MeshSettings) -> dict[str, Any]:
         "task_eager_propagates": True,
         "worker_hijack_root_logger": False,
         "broker_channel_error_retry": True,
+        # Beat keeps its schedule in memory (no shelve file); crontab entries are
+        # recomputed at start, and a missed run is caught by the freshness alerts.
+        "beat_scheduler": "celery.beat:Scheduler",
     }
     return cfg
 
 
-def create_app(settings: MeshSettings, *, include: list[str] | None = None) -> Celery:
-    """A new Celery app for these settings (no global ``current_app`` is relied on)."""
+def create_app(settings: MeshSettings) -> Celery:
+    """A new Celery app for these settings, with every declared task bound to it
+    (``workers/tasks/*`` and ``celery.extra_modules``). No global ``current_app``."""
+    import importlib
+
+    from workers.kinds import register_tasks
+    from workers.tasks import import_all
+
+    import_all()
+    for name in settings.celery.extra_modules:
+        importlib.import_module(name)
     app = Celery("mesh", set_as_current=False)
     app.conf.update(celery_config(settings))
-    app.conf.include = list(include if include is not None else TASK_MODULES)
     app.mesh_settings = settings  # type: ignore[attr-defined]
+    register_tasks(app)
     return app

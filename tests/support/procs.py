@@ -7,7 +7,7 @@ any signal, so fault tests can SIGKILL or SIGTERM them.
 from __future__ import annotations
 
 import os
-import signal
+import signal as _signal
 import subprocess
 import sys
 import time
@@ -41,18 +41,26 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, *, group: bool = False) -> None:
+        """Signal the main process (as Kubernetes does), or its whole process group."""
         if self.alive():
-            os.killpg(self.popen.pid, sig)
+            if group:
+                os.killpg(self.popen.pid, sig)
+            else:
+                os.kill(self.popen.pid, sig)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+    def stop(self, sig: int = _signal.SIGTERM, timeout_s: float = 20.0) -> int:
         if self.alive():
-            self.signal(sig)
+            self.signal(sig, group=sig == _signal.SIGKILL)
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
+                self.signal(_signal.SIGKILL, group=True)
                 self.popen.wait(10)
+        try:  # no orphans: pool children die with the group
+            os.killpg(self.popen.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         return self.popen.returncode
 
     def output(self) -> str:
