@@ -133,6 +133,6 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
     run.__name__ = spec.fn.__name__
     run.__doc__ = spec.fn.__doc__
     app.task(
-        name=spec.name, bind=True, queue=spec.queue, max_retries=kind.max_retries,
+        name=spec.name, bind=True, shared=False, queue=spec.queue, max_retries=kind.max_retries,
         mesh_kind=kind.name, **spec.options,
     )(run)
