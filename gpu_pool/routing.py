@@ -6,10 +6,10 @@ A task declares its resource class (and, for GPU work, whether it is urgent or b
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Resource(str, Enum):
+class Resource(StrEnum):
     CPU = "cpu"
     """CPU-bound work (features, scoring small batches, SEO analysis)."""
     IO = "io"
@@ -33,3 +33,21 @@ GPU_QUEUES: tuple[str, ...] = ("gpu", "gpu-batch")
 
 def queue_for(resource: Resource) -> str:
     return QUEUES[resource]
+
+
+def gpu_resource(*, urgent: bool) -> Resource:
+    """The resource a GPU task declares: urgent work now (``gpu``), bulk work may wait
+    for the off-peak window (``gpu-batch``)."""
+    return Resource.GPU if urgent else Resource.GPU_BULK
+
+
+def is_gpu(resource: Resource) -> bool:
+    return resource in (Resource.GPU, Resource.GPU_BULK)
+
+
+def resource_of_task(task_name: str) -> Resource | None:
+    """The resource a declared task (``@task(..., resource=)``) asked for; None if unknown."""
+    from workers.kinds import SPECS  # late: routing is imported by workers.kinds
+
+    spec = SPECS.get(task_name)
+    return spec.resource if spec else None
