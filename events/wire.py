@@ -11,6 +11,8 @@ idem       idempotency key; events with the same key within the dedupe TTL run o
 ts         when it happened, ISO 8601 with a zone (``2026-11-23T10:00:00Z``)
 producer   who published it (service name)
 payload    the event's fields as one JSON object (UTF-8)
+replay     optional, set only by ``mesh dlq replay``: the dead-letter entry id this is a
+           replay of (dedupe and run ids then treat it as a new attempt)
 =========  ======================================================================
 
 The stream of an event is ``{<prefix>:p<N>}:events`` with ``N = crc32(key) % partitions``
@@ -29,7 +31,7 @@ from events.base import Envelope
 from events.catalog import CATALOG, EventCatalog
 from mesh.errors import InvalidEvent, PayloadTooLarge
 
-FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload")
+FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay")
 REQUIRED = ("id", "type", "v", "ts", "payload")
 
 
