@@ -18,5 +18,14 @@ class WorkflowSettings(BaseModel):
     """Largest document accepted for embedding or generation."""
     content_max_attempts: int = Field(default=3, ge=1)
     """Generation attempts (with feedback) before content is dead-lettered."""
+    content_banned_phrases: list[str] = Field(default_factory=lambda: [
+        "click here", "buy now", "act now", "100% guaranteed", "limited time offer",
+        "risk-free", "once in a lifetime",
+    ])
+    """Phrases generated content must not contain (case-insensitive)."""
+    content_min_readability: float = Field(default=30.0, ge=-100, le=120)
+    """Lowest Flesch reading ease accepted for generated content (higher: easier)."""
+    retention_min_words: int = Field(default=80, ge=10)
+    """Minimum length of a retention message written for a ``churn.high_risk`` customer."""
     retrain_cron: str = "0 3 * * 0"
     """Beat schedule of retraining (crontab: minute hour day month weekday)."""
