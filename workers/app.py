@@ -16,7 +16,7 @@ from kombu import Queue
 
 from gpu_pool.routing import ALL_QUEUES
 from mesh.keys import Keys
-from mesh.redis_conn import redis_url
+from mesh.redis_conn import celery_ssl_options, redis_url
 from mesh.settings import MeshSettings
 
 
@@ -80,6 +80,10 @@ def celery_config(settings: MeshSettings) -> dict[str, Any]:
         # recomputed at start, and a missed run is caught by the freshness alerts.
         "beat_scheduler": "celery.beat:Scheduler",
     }
+    ssl_options = celery_ssl_options(settings.redis)
+    if ssl_options is not None:  # rediss://: verify the server against tls_ca_file
+        cfg["broker_use_ssl"] = ssl_options
+        cfg["redis_backend_use_ssl"] = dict(ssl_options)
     return cfg
 
 
@@ -98,4 +102,5 @@ def create_app(settings: MeshSettings) -> Celery:
     app.conf.update(celery_config(settings))
     app.mesh_settings = settings  # type: ignore[attr-defined]
     register_tasks(app)
+    __import__("monitoring.celery_hooks").celery_hooks.install(app)  # metrics, heartbeats, Sentry
     return app

@@ -1,4 +1,4 @@
-"""Monitoring settings: metrics ports, Sentry."""
+"""Monitoring settings: metrics ports, heartbeats, Flower, Sentry."""
 
 from __future__ import annotations
 
@@ -12,3 +12,18 @@ class MonitoringSettings(BaseModel):
     """Port of this process's /metrics (0: not served)."""
     sentry_dsn: SecretStr | None = None
     environment: str = "dev"
+    exporter_port: int = Field(default=9808, ge=1, le=65535)
+    """Port of `mesh exporter`'s /metrics (stream lag, queue depths, freshness from Redis)."""
+    multiproc_dir: str | None = None
+    """Folder of a prefork worker's multiprocess metric files (None: a new temp folder)."""
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    """How often a worker writes its heartbeat (workers alive per queue)."""
+    worker_dead_after_s: float = Field(default=30.0, gt=0)
+    """A worker whose last heartbeat is older than this counts as gone."""
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    """Port of `mesh flower`."""
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of tasks traced for Sentry performance monitoring (0: errors only)."""
+    sentry_scrub_fields: list[str] = Field(default_factory=lambda: [
+        "email", "name", "phone", "address", "body", "password", "token", "api_key"])
+    """Payload / argument field names whose values never leave the process."""

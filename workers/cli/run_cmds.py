@@ -37,6 +37,7 @@ def worker_cmd(queues: str, concurrency: int | None, pool: str, name: str | None
     unknown = sorted(set(wanted) - set(ALL_QUEUES))
     if unknown:
         raise click.BadParameter(f"unknown queue(s): {', '.join(unknown)}", param_hint="--queues")
+    _enable_worker_metrics(pool)
     app = _app()
     argv = [
         "worker", "-Q", ",".join(wanted), "-l", loglevel, "-P", pool, "-E",
@@ -46,6 +47,15 @@ def worker_cmd(queues: str, concurrency: int | None, pool: str, name: str | None
     if concurrency:
         argv += ["-c", str(concurrency)]
     app.worker_main(argv)
+
+
+def _enable_worker_metrics(pool: str) -> None:
+    """Prefork children write metrics to shared files, summed by the parent's /metrics
+    (monitoring.multiproc); must happen before the app is built and the pool forks."""
+    from monitoring import multiproc
+
+    if pool == "prefork":
+        multiproc.enable(load_settings().monitoring.multiproc_dir)
 
 
 @click.command("beat")
