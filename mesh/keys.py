@@ -62,6 +62,43 @@ class Keys:
         """Latest result of a kind (``churn``, ``content``...) for one entity."""
         return f"{self.prefix}:result:{kind}:{entity}"
 
+    # -- GPU pool (one hash tag: the releaser's multi-key updates stay in one slot) ----
+    def gpu_tag(self) -> str:
+        return f"{{{self.prefix}:gpu}}"
+
+    def gpu_held_items(self) -> str:
+        """Hash: held item id -> JSON {sig, submitted_at, deadline} (bulk GPU work
+        waiting for the off-peak window)."""
+        return f"{self.gpu_tag()}:held:items"
+
+    def gpu_held_order(self) -> str:
+        """Sorted set: held item id -> submission time (release order, FIFO)."""
+        return f"{self.gpu_tag()}:held:order"
+
+    def gpu_held_due(self) -> str:
+        """Sorted set: held item id -> latest release time (items with a deadline)."""
+        return f"{self.gpu_tag()}:held:due"
+
+    def gpu_release_lock(self) -> str:
+        """One releaser at a time (SET NX PX)."""
+        return f"{self.gpu_tag()}:release:lock"
+
+    def gpu_released_total(self) -> str:
+        """Hash: how items left the held set (window, deadline, manual) -> count."""
+        return f"{self.gpu_tag()}:released"
+
+    def gpu_cost(self) -> str:
+        """Hash: ``<task_type>|<peak|offpeak>|<deferred|direct>`` -> GPU-seconds (float)."""
+        return f"{self.gpu_tag()}:cost"
+
+    def gpu_busy(self) -> str:
+        """Hash: worker host (pod name) -> tasks in progress there."""
+        return f"{self.gpu_tag()}:busy"
+
+    def gpu_busy_seen(self) -> str:
+        """Hash: worker host -> unix time its busy count last changed."""
+        return f"{self.gpu_tag()}:busy:seen"
+
     def ns(self, *parts: str) -> str:
         """A key in the mesh's namespace for anything not listed above."""
         return ":".join((self.prefix, *parts))

