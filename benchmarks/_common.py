@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +24,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from events.base import Event
 from events.catalog import ContentRequested, ContentUpdated, CustomerActivity, CustomerUpdated
+from events.outcomes import totals
 from mesh.embedded import EmbeddedRedis
+from mesh.keys import Keys
 from mesh.settings import MeshSettings
+from workers import procs
+from workers.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,17 +62,60 @@ def bench_settings(server: EmbeddedRedis, **env: str) -> MeshSettings:
     return MeshSettings.load(base)
 
 
-def child_env(settings: MeshSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of a child mesh process (dispatcher, worker) for ``settings``."""
-    out = {k: v for k, v in os.environ.items() if not k.upper().startswith("MESH_")}
-    out.update(settings.to_env())
-    out["PYTHONPATH"] = str(ROOT) + os.pathsep + out.get("PYTHONPATH", "")
-    out["HF_HUB_OFFLINE"] = "1"
-    out["TRANSFORMERS_OFFLINE"] = "1"
-    out.setdefault("PYTHONUNBUFFERED", "1")
-    if extra:
-        out.update(extra)
+PROBE_MODULES = '["benchmarks.probe"]'
+
+
+def probe_settings(server: EmbeddedRedis, **env: str) -> MeshSettings:
+    """Settings whose processes load the benchmark probe (event type, workflow, task)."""
+    return bench_settings(server, MESH_CELERY_EXTRA_MODULES=PROBE_MODULES, **env)
+
+
+def dispatcher_available() -> bool:
+    """Whether ``mesh dispatcher`` exists yet (it is built in parallel with these)."""
+    try:
+        from workers.cli import cli  # type: ignore[attr-defined]
+    except ImportError:
+        cli = None
+    if cli is not None and "dispatcher" in getattr(cli, "commands", {}):
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec("events.dispatcher") is not None
+
+
+def start_mesh(name: str, args: list[str], settings: MeshSettings, log_dir: Path,
+               profile_to: Path | None = None) -> Proc:
+    """Start ``mesh <args>`` as a child process (optionally under cProfile, written
+    when it exits after SIGTERM)."""
+    if profile_to is None:
+        return procs.start(name, args, settings, log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+    fh = open(log, "wb")  # noqa: SIM115 - closed by the child's lifetime
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m", "workers.cli", *args],
+        cwd=ROOT, env=procs.child_env(settings), stdout=fh, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Proc(name, popen, log)
+
+
+def accounted(client: redis.Redis, keys: Keys, partitions: int) -> dict[str, int]:
+    """Outcome -> count over all partitions (what ``mesh audit`` reconciles)."""
+    out: dict[str, int] = {}
+    for p in range(partitions):
+        for k, v in totals(client.hgetall(keys.outcomes(p))).items():
+            out[k] = out.get(k, 0) + v
     return out
+
+
+def celery_queue_key(keys: Keys, queue: str = "cpu") -> str:
+    """The Redis list of a Celery queue under the mesh's ``global_keyprefix``."""
+    return keys.celery_prefix() + queue
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01) -> Any:
+    return procs.wait_for(pred, timeout_s=timeout_s, interval_s=interval_s, what=what)
 
 
 def summary(samples: list[float]) -> dict[str, Any]:
@@ -149,5 +199,6 @@ def goal(value: float, target: float, *, higher_is_better: bool = True) -> dict[
     return {"value": round(value, 3), "target": target, "met": met}
 
 
-__all__ = ["bench_settings", "child_env", "embedded_redis", "emit", "goal", "machine",
-           "median_of", "percentile", "rate", "realistic_events", "summary"]
+__all__ = ["accounted", "bench_settings", "celery_queue_key", "dispatcher_available", "embedded_redis",
+           "emit", "goal", "machine", "median_of", "percentile", "probe_settings", "rate",
+           "realistic_events", "start_mesh", "summary", "wait_until"]
