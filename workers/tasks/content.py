@@ -1,0 +1,34 @@
+"""Content-generation tasks: thin wrappers around ``workers.content.pipeline``.
+
+``generate`` is an API call: it waits on the LLM provider, so it runs on the ``io``
+queue with the API-call retry policy (exponential backoff with jitter; a 429's
+``Retry-After`` is honoured through ``RateLimited.delay_s``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpu_pool.routing import Resource
+from workers.content import pipeline
+from workers.kinds import API_CALL, STANDARD, task
+
+
+@task("mesh.content.prepare", kind=STANDARD, resource=Resource.CPU)
+def prepare(rt: Any, meta: dict[str, Any], event_type: str, payload: dict[str, Any],
+            event_id: str = "") -> dict[str, Any]:
+    """Build the brief (what to write) from the triggering event."""
+    return pipeline.prepare(rt.settings, event_type, payload, event_id)
+
+
+@task("mesh.content.generate", kind=API_CALL, resource=Resource.IO)
+def generate(rt: Any, brief: dict[str, Any], meta: dict[str, Any],
+             wire: dict[str, str] | None = None) -> dict[str, Any]:
+    """Generate and check, retrying with feedback; dead-letters after the last attempt."""
+    return pipeline.generate(rt, brief, meta, wire)
+
+
+@task("mesh.content.publish", kind=STANDARD, resource=Resource.IO)
+def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Store the content (once per run) and publish ``content.updated``."""
+    return pipeline.publish(rt, draft, meta)
