@@ -28,8 +28,9 @@ class GpuSettings(BaseModel):
     """Default largest micro-batch (task types not in ``batch`` use it)."""
     max_wait_ms: int = Field(default=20, ge=0)
     """Default longest wait for a micro-batch to fill."""
-    batch: dict[str, BatchLimits] = Field(default_factory=dict)
-    """Per task type (``embed``, ``churn``...) batch limits, overriding the defaults.
+    batch: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Per task type (``embed``, ``churn``...) batch limits (``BatchLimits`` fields),
+    overriding the defaults. Kept as plain dicts so the tree round-trips through env.
     Env: ``MESH_GPU_BATCH='{"embed": {"max_batch": 32, "max_wait_ms": 10}}'``."""
     batch_retries: int = Field(default=1, ge=0, le=5)
     """A forward pass that fails as a whole is retried this many times before the
@@ -72,14 +73,19 @@ class GpuSettings(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> GpuSettings:
+        for task_type, lim in self.batch.items():
+            try:
+                BatchLimits(**lim)
+            except ValueError as exc:
+                raise ValueError(f"gpu.batch[{task_type!r}]: {exc}") from exc
         if self.min_workers > self.max_workers:
             raise ValueError("gpu.min_workers must not exceed gpu.max_workers")
         return self
 
     def limits(self, task_type: str) -> BatchLimits:
         """Batch limits of ``task_type`` (the per-type entry, else the defaults)."""
-        return self.batch.get(task_type) or BatchLimits(
-            max_batch=self.max_batch, max_wait_ms=self.max_wait_ms)
+        return BatchLimits(**({"max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms}
+                              | self.batch.get(task_type, {})))
 
     def group_size(self) -> int:
         return self.release_group_size or self.limits("embed").max_batch
