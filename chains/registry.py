@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from events.base import Envelope
+from events.routing import Coalesce, Route
 
 if TYPE_CHECKING:
     from celery import Celery
     from celery.canvas import Signature
+
+__all__ = ["REGISTRY", "Coalesce", "On", "Route", "RunContext", "Workflow", "WorkflowRegistry",
+           "workflow"]
 
 RUN_NAMESPACE = uuid.UUID("6f1d3a52-8b0e-4c1e-9b55-3e0c8f2a7d10")
 
@@ -37,19 +41,6 @@ class On:
 
     def matches(self, env: Envelope) -> bool:
         return env.type == self.event_type and (self.where is None or bool(self.where(env)))
-
-
-@dataclass(frozen=True)
-class Coalesce:
-    """Debounce per (workflow, entity key): run once ``window_s`` after the last event,
-    but no later than ``max_wait_s`` after the first one held."""
-
-    window_s: float
-    max_wait_s: float
-
-    def __post_init__(self) -> None:
-        if not (0 < self.window_s <= self.max_wait_s):
-            raise ValueError("need 0 < window_s <= max_wait_s")
 
 
 @dataclass(frozen=True)
@@ -91,16 +82,12 @@ class Workflow:
     """Freshness SLA: a success is expected at least this often (alerts and status)."""
     description: str = ""
 
-    def run_id(self, env: Envelope) -> str:
-        return str(uuid.uuid5(RUN_NAMESPACE, f"{self.name}:{env.event_id}"))
-
-
-@dataclass(frozen=True)
-class Route:
-    """One workflow an event should start (what the dispatcher needs to know)."""
-
-    workflow: str
-    coalesce: Coalesce | None
+    def run_id(self, env: Envelope, attempt: str = "") -> str:
+        """uuid5 of (workflow, event id[, attempt]): the same event always maps to the
+        same run (so a redelivered entry reuses its task ids); a DLQ replay is a new
+        attempt and so a new run."""
+        seed = f"{self.name}:{env.event_id}" + (f":{attempt}" if attempt else "")
+        return str(uuid.uuid5(RUN_NAMESPACE, seed))
 
 
 @dataclass

@@ -1,41 +1,99 @@
-"""Starting workflow runs as Celery canvases (the dispatcher's ``WorkflowStarter``)."""
+"""Starting workflow runs as Celery canvases (the dispatcher's ``WorkflowStarter``).
+
+Every run's canvas gets two additions:
+
+* the bookkeeping task ``mesh.run.finished`` as its last link (immutable), reached only
+  when every step succeeded (freshness, durations);
+* ``mesh.dlq.workflow_failed`` as the error callback of every task, so a run whose task
+  finally fails (after its retries) dead-letters the event that started it, with the
+  last error, ready to be replayed once fixed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from chains.registry import RunContext, WorkflowRegistry
 from events.base import Envelope
+from events.routing import StartRequest
+from events.wire import encode
+from mesh.errors import BrokerUnavailable, PermanentError
 
 if TYPE_CHECKING:
     from celery import Celery
+    from celery.canvas import Signature
 
+__all__ = ["CeleryStarter", "StartRequest"]
 
-@dataclass(frozen=True)
-class StartRequest:
-    workflow: str
-    env: Envelope
-    run_id: str
-    coalesced: int = 1
+log = logging.getLogger("mesh.starter")
+
+FINISHED_TASK = "mesh.run.finished"
+FAILED_TASK = "mesh.dlq.workflow_failed"
 
 
 class CeleryStarter:
     """Builds each run's canvas from its event and hands it to the broker."""
 
-    def __init__(self, app: Celery, registry: WorkflowRegistry) -> None:
+    def __init__(self, app: Celery, registry: WorkflowRegistry, *, max_payload_bytes: int = 1 << 20,
+                 fire_and_forget: bool = True) -> None:
         self.app = app
         self.registry = registry
+        self.max_payload_bytes = max_payload_bytes
+        if fire_and_forget:
+            # The starter never waits for results: without this, Celery's Redis result
+            # backend SUBSCRIBEs to every started task's result channel (one round trip
+            # and one lingering subscription per task: slow, and memory that grows).
+            from celery._state import _set_task_join_will_block
 
-    def run_id(self, workflow: str, env: Envelope) -> str:
-        return self.registry.get(workflow).run_id(env)
+            _set_task_join_will_block(True)
 
-    def start(self, req: StartRequest) -> None:
+    def run_id(self, workflow: str, env: Envelope, attempt: str = "") -> str:
+        return self.registry.get(workflow).run_id(env, attempt)
+
+    def canvas(self, req: StartRequest) -> Signature:
+        """The run's full canvas: the workflow's own, then ``mesh.run.finished``, with
+        the dead-letter error callback on every task."""
         wf = self.registry.get(req.workflow)
         ctx = RunContext(self.app, req.run_id, wf.name, wf.version, req.coalesced)
-        canvas = wf.build(req.env, ctx)
-        canvas.apply_async()
+        started_at = time.time()
+        body = wf.build(req.env, ctx)
+        finished = self.app.signature(FINISHED_TASK, args=(ctx.meta, started_at),
+                                      task_id=f"{req.run_id}:finished", immutable=True)
+        fields = req.fields if req.fields is not None else encode(req.env, self.max_payload_bytes)
+        errback = self.app.signature(FAILED_TASK, args=(ctx.meta, fields, started_at))
+        full = body | finished
+        full.link_error(errback)
+        return full
 
-    def start_many(self, reqs: list[StartRequest]) -> None:
+    def start(self, req: StartRequest) -> None:
+        err = self.start_many([req])[0]
+        if err is not None:
+            raise PermanentError(err)
+
+    def start_many(self, reqs: Sequence[StartRequest]) -> list[str | None]:
+        """Send every run; per request None, or why its canvas could not be built.
+        A broker failure raises BrokerUnavailable (the dispatcher retries the batch)."""
+        from kombu.exceptions import OperationalError
+
+        out: list[str | None] = []
         for req in reqs:
-            self.start(req)
+            try:
+                canvas = self.canvas(req)
+            except Exception as exc:  # a workflow's builder failed on this event
+                log.warning("cannot build %s for %s: %s", req.workflow, req.env.event_id, exc)
+                out.append(f"{req.workflow}: building the canvas raised "
+                           f"{type(exc).__name__}: {str(exc)[:400]}")
+                continue
+            try:
+                canvas.apply_async()
+            except (OperationalError, ConnectionError, OSError) as exc:
+                raise BrokerUnavailable(f"cannot send {req.workflow} run: {exc}") from exc
+            out.append(None)
+        return out
+
+
+def describe(req: StartRequest) -> dict[str, Any]:
+    return {"workflow": req.workflow, "run_id": req.run_id, **req.env.summary()}

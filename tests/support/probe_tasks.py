@@ -1,7 +1,11 @@
-"""Test-only tasks and a workflow, loaded into real workers via
-``MESH_CELERY_EXTRA_MODULES=tests.support.probe_tasks``.
+"""Test-only tasks and workflows, loaded into real workers via
+``MESH_CELERY_EXTRA_MODULES=["tests.support.probe_tasks"]``.
 
-``probe.record`` appends its arguments to a Redis list so tests can see what ran.
+``mesh.probe.record`` appends its arguments to a Redis list so tests can see what ran.
+The ``probe`` workflow runs it for ``customer.activity`` and ``content.deleted``; for a
+customer id starting with ``fail-`` it runs ``mesh.probe.fail`` instead, which fails for
+good (the run is dead-lettered by the error callback) unless the Redis key
+``probe:fixed`` is set (then it records like the other).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 
 from chains.registry import REGISTRY, Coalesce, On, RunContext
 from events.base import Envelope
+from mesh.errors import PermanentError
 from workers.kinds import STANDARD, task
 
 
@@ -20,8 +25,18 @@ def record(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> dict[str, An
     return {"ok": True, "run_id": meta["run_id"]}
 
 
+@task("mesh.probe.fail", kind=STANDARD)
+def fail(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    if not rt.redis.exists(rt.keys.ns("probe", "fixed")):
+        raise PermanentError(f"probe failure for {event['key']}")
+    return record(rt, meta, event)
+
+
 def _build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
-    return ctx.sig("mesh.probe.record", ctx.meta | {"coalesced": ctx.coalesced},
+    name = "mesh.probe.record"
+    if env.entity_key.startswith("customer:fail-"):
+        name = "mesh.probe.fail"
+    return ctx.sig(name, ctx.meta | {"coalesced": ctx.coalesced},
                    {"event_id": env.event_id, "type": env.type, "key": env.entity_key})
 
 

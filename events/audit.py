@@ -1,0 +1,83 @@
+"""Reconciling published vs accounted entries, per partition stream.
+
+``published`` is the stream's ``entries-added`` (every XADD ever, trimming does not
+lower it); ``accounted`` is the sum of the recorded outcomes; ``in_flight`` is what
+the consumer group has not finished: pending (read, not acknowledged) plus lag (not
+read yet). A stream is consistent when ``published == accounted + in_flight``; it is
+settled when, in addition, nothing is in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from events.outcomes import by_type, totals
+from mesh.keys import Keys
+from mesh.settings import MeshSettings
+
+
+@dataclass(frozen=True)
+class StreamAudit:
+    stream: str
+    published: int
+    accounted: int
+    pending: int
+    lag: int
+    outcomes: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+
+    @property
+    def in_flight(self) -> int:
+        return self.pending + self.lag
+
+    @property
+    def consistent(self) -> bool:
+        return self.published == self.accounted + self.in_flight
+
+    @property
+    def settled(self) -> bool:
+        return self.consistent and self.in_flight == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(in_flight=self.in_flight, consistent=self.consistent, settled=self.settled)
+        return d
+
+
+def _get(d: dict[Any, Any], name: str) -> Any:
+    return d.get(name, d.get(name.encode()))
+
+
+def audit_stream(client: redis.Redis, keys: Keys, settings: MeshSettings, partition: int) -> StreamAudit:
+    stream = keys.stream(partition)
+    published = pending = lag = 0
+    try:
+        info = client.xinfo_stream(stream)
+        published = int(_get(info, "entries-added") or 0)
+        for g in client.xinfo_groups(stream):
+            name = _get(g, "name")
+            name = name.decode() if isinstance(name, bytes) else name
+            if name != settings.dispatcher.group:
+                continue
+            pending = int(_get(g, "pending") or 0)
+            raw_lag = _get(g, "lag")
+            if raw_lag is None:  # undeterminable (entries deleted): use entries-read
+                read = _get(g, "entries-read")
+                raw_lag = published - int(read) if read is not None else published - pending
+            lag = int(raw_lag)
+            break
+        else:
+            lag = published  # no group yet: nothing was read
+    except redis.ResponseError:  # no such stream
+        pass
+    raw = client.hgetall(keys.outcomes(partition))
+    counts = totals(raw)
+    return StreamAudit(stream, published, sum(counts.values()), pending, lag, counts, by_type(raw))
+
+
+def audit(client: redis.Redis, settings: MeshSettings) -> list[StreamAudit]:
+    keys = Keys(settings.redis.key_prefix)
+    return [audit_stream(client, keys, settings, p) for p in range(settings.streams.partitions)]

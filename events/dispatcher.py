@@ -1,0 +1,405 @@
+"""The dispatcher: stream entries in, workflow runs out, every entry accounted for.
+
+Per XREADGROUP batch (see docs/dispatcher.md for the crash windows)::
+
+    decode/validate --bad--> DLQ (reason, original fields)
+    route (Router)           pure CPU, before any round trip
+    one pipeline:            SET dedupe NX GET (value: entry id) + EXISTS run markers
+    start_many               (WorkflowStarter) runs not started before
+    one MULTI per partition: run markers, coalescing holds, DLQ entries,
+                             outcome counters, XACK
+
+A redelivered entry finds its own entry id in its dedupe key (so it is not taken for
+a duplicate of itself) and the run markers of the runs it already started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from events import outcomes as oc
+from events.base import Envelope
+from events.catalog import CATALOG, EventCatalog
+from events.coalesce import CoalesceStore, DueSlot
+from events.dlq import DeadLetters
+from events.routing import Route, Router, StartRequest, WorkflowStarter
+from events.wire import decode, original_fields
+from mesh.errors import InvalidEvent, MeshError, PayloadTooLarge, TransientError, UnknownEventType
+from mesh.keys import Keys
+from mesh.settings import MeshSettings
+from monitoring import metrics
+
+log = logging.getLogger("mesh.dispatcher")
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+@dataclass
+class Entry:
+    """One stream entry in hand."""
+
+    partition: int
+    id: str
+    fields: dict[bytes, bytes]
+    deliveries: int = 1
+    env: Envelope | None = None
+    routes: list[Route] = field(default_factory=list)
+    outcome: str | None = None
+    dlq: tuple[str, str] | None = None
+    """(reason_code, reason) once it is to be dead-lettered."""
+
+    @property
+    def type_label(self) -> str:
+        return self.env.type if self.env is not None else oc.INVALID_TYPE
+
+    @property
+    def text_fields(self) -> dict[str, str]:
+        return original_fields(self.fields)
+
+    @property
+    def attempt(self) -> str:
+        raw = self.fields.get(b"replay")
+        return raw.decode("utf-8", "replace") if raw else ""
+
+
+def reason_code(exc: InvalidEvent) -> str:
+    if isinstance(exc, PayloadTooLarge):
+        return "too_large"
+    if isinstance(exc, UnknownEventType):
+        return "unknown_type"
+    return "invalid"
+
+
+def entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+class Dispatcher:
+    """Consumes the partition streams as one member of the consumer group."""
+
+    def __init__(self, client: redis.Redis, settings: MeshSettings, keys: Keys, router: Router,
+                 starter: WorkflowStarter, *, catalog: EventCatalog = CATALOG,
+                 consumer: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.r = client
+        self.settings = settings
+        self.d = settings.dispatcher
+        self.keys = keys
+        self.router = router
+        self.starter = starter
+        self.catalog = catalog
+        self.consumer = consumer or self.d.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.clock = clock
+        self.dlq = DeadLetters(client, keys, settings.streams)
+        self.coalesce = CoalesceStore(client, keys)
+        self.partitions = settings.streams.partitions
+        self.streams = {keys.stream(p): p for p in range(self.partitions)}
+        self.max_bytes = settings.streams.max_payload_bytes
+        self._stop = False
+        self._next_claim = 0.0
+        self._next_flush = 0.0
+        socket_ms = int(settings.redis.socket_timeout_s * 1000)
+        self.block_ms = max(1, min(self.d.block_ms, socket_ms - 500)) if socket_ms > 1000 else 1
+        self.processed = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+    def ensure_groups(self) -> None:
+        """Create the consumer group on every partition stream (from id 0, MKSTREAM)."""
+        for stream in self.streams:
+            try:
+                self.r.xgroup_create(stream, self.d.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def stop(self, *_: object) -> None:
+        """Finish the batch in hand, acknowledge it, then leave ``run``."""
+        self._stop = True
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, *, max_idle_s: float | None = None) -> int:
+        """Serve until ``stop()`` (SIGTERM). Redis or broker outages are waited out with
+        capped exponential backoff; returns the number of entries processed."""
+        backoff = 0.1
+        idle_since = time.monotonic()
+        ready = False
+        while not self._stop:
+            try:
+                if not ready:
+                    self.ensure_groups()
+                    ready = True
+                n = self.step()
+                backoff = 0.1
+                if n:
+                    idle_since = time.monotonic()
+                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+            except (*REDIS_ERRORS, TransientError) as exc:
+                log.warning("dispatcher: %s; retrying in %.1fs", _describe(exc), backoff)
+                ready = False
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.redis.retry_max_backoff_s)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis lost its data: recreate the group
+                    log.warning("dispatcher: consumer group missing, recreating it")
+                    ready = False
+                    continue
+                raise
+        return self.processed
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < end:
+            time.sleep(min(0.05, max(end - time.monotonic(), 0)))
+
+    def step(self) -> int:
+        """One round: reclaim stale entries (now and then), read a batch, process it,
+        fire due coalescing slots. Returns the number of entries processed."""
+        now = time.monotonic()
+        n = 0
+        if now >= self._next_claim:
+            self._next_claim = now + max(self.d.claim_idle_ms / 2000, 0.05)
+            n += self.reclaim()
+        rows = self.r.xreadgroup(self.d.group, self.consumer, dict.fromkeys(self.streams, ">"),
+                                 count=self.d.batch_count, block=self.block_ms)
+        entries = [Entry(self.streams[_s(stream)], _s(eid), dict(fields))
+                   for stream, items in (rows or []) for eid, fields in items]
+        if entries:
+            self.process(entries)
+            n += len(entries)
+        if time.monotonic() >= self._next_flush:
+            self._next_flush = time.monotonic() + self.d.coalesce_tick_ms / 1000
+            self.flush_coalesced()
+        return n
+
+    # -- crash recovery ----------------------------------------------------------------
+    def reclaim(self) -> int:
+        """XAUTOCLAIM entries idle past ``claim_idle_ms`` (their dispatcher died) and
+        process them; more than ``max_deliveries`` deliveries: poison."""
+        total = 0
+        for stream, p in self.streams.items():
+            cursor = "0-0"
+            while True:
+                nxt, claimed, deleted = self.r.xautoclaim(
+                    stream, self.d.group, self.consumer, self.d.claim_idle_ms,
+                    start_id=cursor, count=self.d.batch_count)[:3]
+                entries = [Entry(p, _s(eid), dict(fields)) for eid, fields in claimed if fields]
+                if entries:
+                    counts = self._delivery_counts(stream, entries)
+                    for e in entries:
+                        e.deliveries = counts.get(e.id, 1)
+                    self.process(entries)
+                    total += len(entries)
+                if deleted:
+                    total += self._trimmed(p, [_s(i) for i in deleted])
+                cursor = _s(nxt)
+                if cursor == "0-0" or self._stop:
+                    break
+        return total
+
+    def _delivery_counts(self, stream: str, entries: list[Entry]) -> dict[str, int]:
+        rows = self.r.xpending_range(stream, self.d.group, min=entries[0].id, max=entries[-1].id,
+                                     count=len(entries) * 2 + 10, consumername=self.consumer)
+        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    def _trimmed(self, partition: int, ids: list[str]) -> int:
+        """Pending entries trimmed from the stream before anyone processed them: they
+        cannot run, but they are accounted for (dead-lettered, empty fields)."""
+        tally = oc.Tally()
+        pipe = self.r.pipeline(transaction=True)
+        for eid in ids:
+            self.dlq.queue(pipe, self.dlq.entry(
+                "trimmed", "the entry was trimmed from the stream (MAXLEN) while pending; "
+                "raise streams.maxlen_approx", {}, source="dispatcher",
+                stream=self.keys.stream(partition), entry_id=eid))
+            tally.add(oc.INVALID_TYPE, oc.DEAD_LETTERED)
+        tally.queue(pipe, self.keys.outcomes(partition))
+        pipe.execute()
+        tally.report()
+        metrics.dead_lettered("trimmed", len(ids))
+        log.error("%d pending entries were trimmed before processing", len(ids))
+        return len(ids)
+
+    # -- the batch ---------------------------------------------------------------------
+    def process(self, entries: list[Entry]) -> None:
+        """Take a batch to its recorded outcomes (see the module docstring)."""
+        live: list[Entry] = []
+        for e in entries:
+            if e.deliveries > self.d.max_deliveries:
+                e.dlq = ("poison", f"delivered {e.deliveries} times without being acknowledged "
+                         f"(dispatcher.max_deliveries={self.d.max_deliveries})")
+                continue
+            try:
+                e.env = decode(e.fields, self.max_bytes, self.catalog)
+            except InvalidEvent as exc:
+                e.dlq = (reason_code(exc), str(exc))
+                continue
+            try:
+                e.routes = self.router.route(e.env)
+            except Exception as exc:  # a workflow's filter raised: that event's problem
+                e.dlq = ("route_failed", f"routing raised {type(exc).__name__}: {exc}"[:500])
+                continue
+            live.append(e)
+        requests, holders = self._decide(live)
+        if requests:
+            errors = self.starter.start_many([req for _, req in requests])
+            for (e, _), err in zip(requests, errors, strict=True):
+                if err is not None and e.dlq is None:
+                    e.dlq = ("build_failed", err)
+        self._record(entries, requests, holders)
+
+    def _decide(self, live: list[Entry]) -> tuple[list[tuple[Entry, StartRequest]], list[Entry]]:
+        """Dedupe and plan the runs of the valid entries (one pipeline round trip)."""
+        ttl = self.d.dedupe_ttl_s
+        planned: list[list[tuple[Route, StartRequest | None]]] = []
+        pipe = self.r.pipeline(transaction=False)
+        for e in live:
+            assert e.env is not None
+            idem = e.env.idempotency_key + (f"|replay:{e.attempt}" if e.attempt else "")
+            pipe.set(self.keys.dedupe(e.partition, idem), e.id, nx=True, get=True, ex=ttl)
+            plan: list[tuple[Route, StartRequest | None]] = []
+            for route in e.routes:
+                if route.coalesce is not None:
+                    plan.append((route, None))
+                    continue
+                run_id = self.starter.run_id(route.workflow, e.env, e.attempt)
+                pipe.exists(self.keys.run_marker(e.partition, run_id))
+                plan.append((route, StartRequest(route.workflow, e.env, run_id, 1, e.text_fields)))
+            planned.append(plan)
+        answers = iter(pipe.execute() if live else [])
+        requests: list[tuple[Entry, StartRequest]] = []
+        holders: list[Entry] = []
+        for e, plan in zip(live, planned, strict=True):
+            previous = next(answers)
+            started_before = [bool(next(answers)) for _, req in plan if req is not None]
+            if previous is not None and _s(previous) != e.id:
+                e.outcome = oc.DEDUPLICATED
+                continue
+            if not plan:
+                e.outcome = oc.UNROUTED
+                continue
+            flags = iter(started_before)
+            direct = False
+            for _route, req in plan:
+                if req is None:
+                    continue
+                direct = True
+                if not next(flags):
+                    requests.append((e, req))
+            if any(req is None for _, req in plan):
+                holders.append(e)
+            e.outcome = oc.STARTED if direct else oc.COALESCED
+        return requests, holders
+
+    def _record(self, entries: list[Entry], requests: list[tuple[Entry, StartRequest]],
+                holders: list[Entry]) -> None:
+        """One MULTI per partition: run markers, holds, DLQ entries, outcomes, XACK."""
+        now = self.clock()
+        now_ms = int(now * 1000)
+        by_part: dict[int, list[Entry]] = {}
+        for e in entries:
+            by_part.setdefault(e.partition, []).append(e)
+        for p, part in by_part.items():
+            pipe = self.r.pipeline(transaction=True)
+            tally = oc.Tally()
+            for e, req in requests:
+                if e.partition == p and e.dlq is None:
+                    pipe.set(self.keys.run_marker(p, req.run_id), e.id, ex=self.d.dedupe_ttl_s)
+            for e in holders:
+                if e.partition != p or e.dlq is not None:
+                    continue
+                assert e.env is not None
+                for route in e.routes:
+                    if route.coalesce is not None:
+                        self.coalesce.hold(pipe, p, route.workflow, e.env.entity_key, e.id,
+                                           e.text_fields, now_ms, route.coalesce.window_s,
+                                           route.coalesce.max_wait_s)
+            for e in part:
+                if e.dlq is not None:
+                    code, reason = e.dlq
+                    self.dlq.queue(pipe, self.dlq.entry(
+                        code, reason, e.text_fields, source="dispatcher",
+                        stream=self.keys.stream(p), entry_id=e.id, deliveries=e.deliveries))
+                    e.outcome = oc.DEAD_LETTERED
+                assert e.outcome is not None
+                tally.add(e.type_label, e.outcome)
+            tally.queue(pipe, self.keys.outcomes(p))
+            pipe.xack(self.keys.stream(p), self.d.group, *[e.id for e in part])
+            pipe.execute()
+            tally.report()
+            for e in part:
+                if e.dlq is not None:
+                    metrics.dead_lettered(e.dlq[0])
+                    log.warning("dead-lettered %s (%s): %s", e.id, e.dlq[0], e.dlq[1][:300])
+                elif e.outcome == oc.STARTED:
+                    metrics.dispatch_latency(now - entry_ms(e.id) / 1000)
+        self.processed += len(entries)
+
+    # -- coalescing ----------------------------------------------------------------------
+    def flush_coalesced(self) -> int:
+        """Start the runs of due coalescing slots. Returns how many started."""
+        now_ms = int(self.clock() * 1000)
+        started = 0
+        for p in range(self.partitions):
+            slots = self.coalesce.take(p, now_ms, self.d.claim_idle_ms)
+            if slots:
+                started += self._fire(p, slots, now_ms)
+        return started
+
+    def _fire(self, p: int, slots: list[DueSlot], now_ms: int) -> int:
+        ready: list[tuple[DueSlot, StartRequest | None]] = []
+        for slot in slots:
+            raw = {k.encode(): v.encode("utf-8", "surrogateescape") for k, v in slot.fields.items()}
+            try:
+                env = decode(raw, self.max_bytes, self.catalog)
+            except MeshError as exc:  # the catalog changed under a held event
+                self.dlq.add("invalid", f"held event no longer valid: {exc}", slot.fields,
+                             source="dispatcher", stream=self.keys.stream(p), entry_id=slot.entry_id)
+                ready.append((slot, None))
+                continue
+            attempt = slot.fields.get("replay", "")
+            run_id = self.starter.run_id(slot.workflow, env, attempt)
+            ready.append((slot, StartRequest(slot.workflow, env, run_id, slot.count, slot.fields)))
+        pipe = self.r.pipeline(transaction=False)
+        for _, req in ready:
+            if req is not None:
+                pipe.exists(self.keys.run_marker(p, req.run_id))
+        seen = iter(pipe.execute())
+        todo = [(slot, req) for slot, req in ready if req is not None and not next(seen)]
+        errors = self.starter.start_many([req for _, req in todo]) if todo else []
+        failed = {id(req) for (_, req), err in zip(todo, errors, strict=True) if err is not None}
+        pipe = self.r.pipeline(transaction=True)
+        for slot, req in ready:
+            if req is not None and id(req) in failed:
+                self.dlq.queue(pipe, self.dlq.entry(
+                    "build_failed", errors[[id(r) for _, r in todo].index(id(req))] or "",
+                    slot.fields, source="dispatcher", stream=self.keys.stream(p),
+                    entry_id=slot.entry_id))
+            elif req is not None:
+                pipe.set(self.keys.run_marker(p, req.run_id), slot.entry_id, ex=self.d.dedupe_ttl_s)
+            self.coalesce.done(pipe, slot, now_ms)
+        pipe.execute()
+        for slot, req in ready:
+            if req is not None and id(req) not in failed:
+                metrics.dispatch_latency(now_ms / 1000 - entry_ms(slot.entry_id) / 1000)
+        return len(todo) - len(failed)
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _describe(exc: BaseException) -> str:
+    from mesh.redis_conn import describe_error
+
+    return describe_error(exc) if isinstance(exc, redis.RedisError) else str(exc)

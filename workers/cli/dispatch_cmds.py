@@ -1,0 +1,173 @@
+"""`mesh dispatcher`, `mesh audit`, `mesh dlq list|replay`, `mesh events schema`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from workers.cli._common import emit_json, json_option, load_settings
+
+
+@click.command("dispatcher")
+@click.option("--consumer", default=None,
+              help="Consumer name in the group (default: dispatcher.consumer or <host>-<pid>).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
+    """Turn stream entries into workflow runs (run as many as you like: they share
+    the work as members of one consumer group).
+
+    Per entry: validate -> dedupe -> route -> coalesce? -> start the Celery canvas ->
+    record the outcome and XACK. Invalid entries go to the dead-letter stream at once;
+    entries left pending by a dead dispatcher are reclaimed after
+    MESH_DISPATCHER_CLAIM_IDLE_MS. SIGTERM finishes the batch in hand, acks, exits 0.
+    """
+    from chains.loader import load_workflows
+    from chains.starter import CeleryStarter
+    from events.dispatcher import Dispatcher
+    from mesh.keys import Keys
+    from mesh.redis_conn import make_client
+    from workers.app import create_app
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = load_settings()
+    registry = load_workflows(s)
+    app = create_app(s)
+    d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,
+                   CeleryStarter(app, registry, max_payload_bytes=s.streams.max_payload_bytes),
+                   consumer=consumer)
+    d.install_signals()
+    logging.getLogger("mesh.dispatcher").info(
+        "dispatcher %s: %d partition(s), workflows: %s", d.consumer, d.partitions,
+        ", ".join(sorted(registry.workflows)) or "(none)")
+    n = d.run()
+    logging.getLogger("mesh.dispatcher").info("dispatcher %s stopped after %d entries", d.consumer, n)
+
+
+@click.command("audit")
+@json_option
+@click.option("--wait-s", default=0.0, show_default=True,
+              help="Wait up to this long for in-flight entries to settle before judging.")
+def audit_cmd(as_json: bool, wait_s: float) -> None:
+    """Reconcile published vs accounted entries per event stream.
+
+    published = XINFO STREAM entries-added; accounted = sum of recorded outcomes
+    (started, deduplicated, coalesced, unrouted, dead_lettered); in flight = pending +
+    lag of the dispatchers' consumer group. Exits 1 when published != accounted +
+    in flight on any stream (an entry was lost or counted twice), or when --wait-s was
+    given and entries are still in flight at the end.
+    """
+    from events.audit import audit
+    from mesh.redis_conn import make_client
+
+    s = load_settings()
+    client = make_client(s.redis)
+    deadline = time.monotonic() + wait_s
+    while True:
+        rows = audit(client, s)
+        if all(r.settled for r in rows) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    ok = all(r.consistent for r in rows) and (wait_s <= 0 or all(r.settled for r in rows))
+    if as_json:
+        emit_json({"ok": ok, "streams": [r.as_dict() for r in rows]})
+    else:
+        for r in rows:
+            state = "ok" if r.consistent else "MISMATCH"
+            click.echo(f"{r.stream}: published={r.published} accounted={r.accounted} "
+                       f"in_flight={r.in_flight} (pending={r.pending} lag={r.lag}) {state}")
+            for name, n in sorted(r.outcomes.items()):
+                click.echo(f"    {name:<14} {n}")
+    if not ok:
+        sys.exit(1)
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """Inspect and replay the dead-letter stream (events that could not run)."""
+
+
+def _dead_letters():  # type: ignore[no-untyped-def]
+    from events.dlq import DeadLetters
+    from mesh.keys import Keys
+    from mesh.redis_conn import make_client
+
+    s = load_settings()
+    return DeadLetters(make_client(s.redis), Keys(s.redis.key_prefix), s.streams)
+
+
+@dlq_group.command("list")
+@json_option
+@click.option("--type", "type_name", default=None, help="Only events of this type.")
+@click.option("--limit", default=100, show_default=True, help="At most this many, oldest first.")
+def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
+    """List dead-lettered events with their reason, oldest first."""
+    items = _dead_letters().list(limit=limit, type_name=type_name)
+    if as_json:
+        emit_json([d.as_dict() for d in items])
+        return
+    if not items:
+        click.echo("the dead-letter stream is empty")
+    for d in items:
+        click.echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
+        if d.error:
+            click.echo(f"{'':<17}error: {d.error[:200]}")
+
+
+@dlq_group.command("replay")
+@click.option("--id", "ids", multiple=True, help="A dead-letter entry id (repeatable).")
+@click.option("--type", "type_name", default=None, help="Every dead-lettered event of this type.")
+@click.option("--all", "all_", is_flag=True, help="Every dead-lettered event.")
+@json_option
+def dlq_replay(ids: tuple[str, ...], type_name: str | None, all_: bool, as_json: bool) -> None:
+    """Re-inject dead-lettered events into their event stream (after a fix) and remove
+    them from the dead-letter stream. A replay is a new attempt: it is not taken for a
+    duplicate, and its runs get new run ids. Give exactly one of --id, --type, --all."""
+    if sum((bool(ids), type_name is not None, all_)) != 1:
+        raise click.UsageError("give exactly one of --id (repeatable), --type or --all")
+    res = _dead_letters().replay(list(ids) if ids else None, type_name=type_name, all_=all_)
+    if as_json:
+        emit_json({"replayed": res.replayed, "missing": res.missing})
+    else:
+        click.echo(f"replayed {res.count} event(s)")
+        for m in res.missing:
+            click.echo(f"not in the dead-letter stream: {m}")
+    if ids and res.missing:
+        sys.exit(1)
+
+
+@click.group("events")
+def events_group() -> None:
+    """Event types and their wire format."""
+
+
+@events_group.command("schema")
+@click.option("--type", "type_name", default=None, help="Only this event type (e.g. customer.updated).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write to this file.")
+def events_schema(type_name: str | None, out: Path | None) -> None:
+    """Print the JSON Schema of every event payload (keyed by ``type@version``), with
+    the envelope's field names; see README for the wire format."""
+    from chains.loader import load_workflows
+    from events.wire import schema
+
+    load_workflows(None)
+    doc = schema()
+    if type_name is not None:
+        events = {k: v for k, v in doc["events"].items()  # type: ignore[union-attr]
+                  if k.split("@", 1)[0] == type_name}
+        if not events:
+            raise click.BadParameter(f"unknown event type {type_name!r}", param_hint="--type")
+        doc = {**doc, "events": events}
+    text = json.dumps(doc, indent=2, sort_keys=True)
+    if out is not None:
+        out.write_text(text + "\n")
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text)
+
+
+COMMANDS = [dispatcher_cmd, audit_cmd, dlq_group, events_group]
