@@ -213,10 +213,8 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
     app = _ours(sender)
     if app is None:
         return
+    # Workflow-level failures are counted once per run by mesh.dlq.workflow_failed.
     metrics.task_failed(sender.name, error_kind(exception))
-    wf = _meta(args).get("workflow")
-    if wf:
-        metrics.workflow_run(str(wf), "failed")
 
 
 def _on_retry(sender: Any = None, **_: Any) -> None:

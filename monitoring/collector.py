@@ -25,6 +25,8 @@ workflows                                       ``mesh_workflow_last_success_tim
 results                                         ``mesh_result_oldest_timestamp_seconds{kind}``,
                                                 ``mesh_results{kind}``
 GPU pool                                        ``mesh_gpu_held_items{queue}``,
+                                                ``mesh_gpu_released_total{why}``,
+                                                ``mesh_gpu_recorded_seconds_total{task_type,...}``,
                                                 ``mesh_gpu_offpeak_open``,
                                                 ``mesh_gpu_offpeak_next_start_timestamp_seconds``,
                                                 ``mesh_gpu_offpeak_end_timestamp_seconds``
@@ -195,6 +197,21 @@ def _gpu_families(snap: Snapshot) -> Iterator[Any]:
     for q in GPU_QUEUES:
         held.add_metric([q], snap.gpu_held.get(q, 0))
     yield held
+    if snap.gpu_held_oldest is not None:
+        g = _gauge("mesh_gpu_held_oldest_timestamp_seconds", "Submission time of the oldest held item.")
+        g.add_metric([], snap.gpu_held_oldest)
+        yield g
+    rel = CounterMetricFamily("mesh_gpu_released", "Held items released, by why (window, "
+                              "deadline, manual).", labels=["why"])
+    for why in sorted(set(snap.gpu_released) | {"window", "deadline", "manual"}):
+        rel.add_metric([why], snap.gpu_released.get(why, 0))
+    yield rel
+    cost = CounterMetricFamily("mesh_gpu_recorded_seconds", "GPU-seconds recorded by the GPU "
+                               "pool, by task type, price period and whether deferred.",
+                               labels=["task_type", "period", "mode"])
+    for (task_type, period, mode), v in sorted(snap.gpu_seconds.items()):
+        cost.add_metric([task_type, period, mode], v)
+    yield cost
     if snap.offpeak_open is not None:
         g = _gauge("mesh_gpu_offpeak_open", "1 while an off-peak window is open.")
         g.add_metric([], 1 if snap.offpeak_open else 0)

@@ -75,6 +75,10 @@ class Snapshot:
     workflows: list[WorkflowInfo] = field(default_factory=list)
     results: dict[str, tuple[int, float | None]] = field(default_factory=dict)
     gpu_held: dict[str, int] = field(default_factory=dict)
+    gpu_held_oldest: float | None = None
+    gpu_released: dict[str, int] = field(default_factory=dict)
+    gpu_seconds: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """(task type, peak|offpeak, deferred|direct) -> GPU-seconds, from the GPU pool."""
     offpeak_open: bool | None = None
     offpeak_next: float | None = None
     offpeak_end: float | None = None
@@ -238,11 +242,18 @@ def _gpu(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot
         snap.offpeak_end = max(ends).timestamp() if ends else None
     except Exception as exc:  # module absent or a bad window spec: show, don't fail
         snap.errors.append(f"off-peak windows: {exc}")
-    try:
-        from gpu_pool import held as held_mod  # type: ignore[attr-defined]
-
-        snap.gpu_held = {str(q): int(n) for q, n in held_mod.held_counts(client, keys).items()}
-    except ImportError:
-        snap.gpu_held = {}
-    except Exception as exc:
-        snap.errors.append(f"held GPU items: {exc}")
+    if not hasattr(keys, "gpu_held_order"):
+        return  # GPU pool not part of this build
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(keys.gpu_held_order())
+    pipe.zrange(keys.gpu_held_order(), 0, 0, withscores=True)
+    pipe.hgetall(keys.gpu_released_total())
+    pipe.hgetall(keys.gpu_cost())
+    held, oldest, released, cost = pipe.execute()
+    snap.gpu_held = {"gpu-batch": int(held)}
+    snap.gpu_held_oldest = float(oldest[0][1]) if oldest else None
+    snap.gpu_released = {_s(k): int(v) for k, v in released.items()}
+    for k, v in cost.items():
+        parts = _s(k).split("|")
+        if len(parts) == 3:
+            snap.gpu_seconds[(parts[0], parts[1], parts[2])] = float(v)
