@@ -5,8 +5,10 @@ Two files under ``k8s/components`` are derived from other sources of truth and w
 is not regenerated fails CI):
 
 - ``keda/scaledobjects.generated.yaml``: KEDA ScaledObjects whose Redis triggers name the
-  Celery queue lists (``<key_prefix>:celery:<queue>``) and whose cron triggers pre-warm the
-  GPU pool for every off-peak window of the settings (``MESH_GPU_OFFPEAK_WINDOWS``);
+  Celery queue lists (``<key_prefix>:celery:<queue>``); the GPU one carries the GPU pool's
+  autoscaling policy from the settings (``MESH_GPU_TARGET_PER_WORKER``, min/max workers,
+  idle-to-zero, cooldown) and cron triggers that pre-warm it ``prewarm_s`` before every
+  off-peak window (``MESH_GPU_OFFPEAK_WINDOWS``);
 - ``prometheus-operator/prometheusrule.generated.yaml``: a PrometheusRule wrapping the
   groups of ``monitoring/prometheus/alerts.yml`` unchanged.
 
@@ -59,24 +61,37 @@ class QueueScaling:
     """KEDA ``listLength``: waiting tasks per replica before it adds one."""
     min_replicas: int
     max_replicas: int
-    cooldown_s: int
-    """Seconds with no activity before scaling to ``min_replicas`` (0 for GPUs)."""
+    idle_s: int
+    """KEDA ``cooldownPeriod``: no activity this long, then down to ``min_replicas``."""
+    scale_down_every_s: int = 60
+    """At most one replica removed per this many seconds."""
     offpeak_replicas: int = 0
     """Replicas held during every off-peak window (pre-warmed); 0: no cron trigger."""
-    prewarm_min: int = 0
-    """Minutes before a window opens that the pre-warm starts (GPU nodes boot slowly)."""
+    prewarm_s: int = 0
+    """How long before a window opens the pre-warm starts (GPU nodes boot slowly)."""
 
 
-# The policy numbers. The GPU ones mirror gpu_pool's autoscaling policy: a target of
-# waiting tasks per worker, zero when idle, a pre-warm before the window, a cooldown.
-SCALING: tuple[QueueScaling, ...] = (
-    QueueScaling("mesh-worker-cpu", ("cpu",), tasks_per_replica=20, min_replicas=1,
-                 max_replicas=20, cooldown_s=300),
-    QueueScaling("mesh-worker-io", ("io",), tasks_per_replica=50, min_replicas=1,
-                 max_replicas=10, cooldown_s=300),
-    QueueScaling("mesh-worker-gpu", ("gpu", "gpu-batch"), tasks_per_replica=64, min_replicas=0,
-                 max_replicas=4, cooldown_s=600, offpeak_replicas=2, prewarm_min=10),
-)
+CPU_SCALING = QueueScaling("mesh-worker-cpu", ("cpu",), tasks_per_replica=20, min_replicas=1,
+                           max_replicas=20, idle_s=300)
+IO_SCALING = QueueScaling("mesh-worker-io", ("io",), tasks_per_replica=50, min_replicas=1,
+                          max_replicas=10, idle_s=300)
+
+
+def gpu_scaling(settings: MeshSettings) -> QueueScaling:
+    """The GPU pool's policy (``MESH_GPU_*``, the numbers ``mesh gpu autoscale`` uses) as
+    KEDA parameters. What a trigger cannot express: KEDA's Redis scaler sees the list
+    length only (not messages already reserved by workers), and its cron pre-warm runs
+    for every window, not only when work is held (docs/deploy.md)."""
+    g = settings.gpu
+    return QueueScaling(
+        g.deployment, ("gpu", "gpu-batch"), tasks_per_replica=g.target_per_worker,
+        min_replicas=g.min_workers, max_replicas=g.max_workers, idle_s=g.idle_to_zero_s,
+        scale_down_every_s=min(max(g.cooldown_s, 1), 1800), offpeak_replicas=g.prewarm_workers,
+        prewarm_s=g.prewarm_s)
+
+
+def scaling(settings: MeshSettings) -> tuple[QueueScaling, ...]:
+    return (CPU_SCALING, IO_SCALING, gpu_scaling(settings))
 
 
 # ------------------------------------------------------------------ render
@@ -144,10 +159,10 @@ def parse_window(window: str) -> tuple[int, int, int, int, str]:
     return sh, sm, eh, em, m.group(5)
 
 
-def cron_trigger(window: str, replicas: int, prewarm_min: int) -> Obj:
-    """A KEDA cron trigger holding ``replicas`` from ``prewarm_min`` before the window to its end."""
+def cron_trigger(window: str, replicas: int, prewarm_s: int) -> Obj:
+    """A KEDA cron trigger holding ``replicas`` from ``prewarm_s`` before the window to its end."""
     sh, sm, eh, em, zone = parse_window(window)
-    start = (sh * 60 + sm - prewarm_min) % (24 * 60)
+    start = (sh * 60 + sm - prewarm_s // 60) % (24 * 60)
     return {
         "type": "cron",
         "metadata": {
@@ -175,7 +190,7 @@ def scaled_object(policy: QueueScaling, settings: MeshSettings) -> Obj:
         for queue in policy.queues
     ]
     if policy.offpeak_replicas:
-        triggers += [cron_trigger(w, policy.offpeak_replicas, policy.prewarm_min)
+        triggers += [cron_trigger(w, policy.offpeak_replicas, policy.prewarm_s)
                      for w in settings.gpu.offpeak_windows]
     return {
         "apiVersion": "keda.sh/v1alpha1",
@@ -186,10 +201,11 @@ def scaled_object(policy: QueueScaling, settings: MeshSettings) -> Obj:
             "minReplicaCount": policy.min_replicas,
             "maxReplicaCount": policy.max_replicas,
             "pollingInterval": 15,
-            "cooldownPeriod": policy.cooldown_s,
+            "cooldownPeriod": policy.idle_s,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {
-                "stabilizationWindowSeconds": 300,
-                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                "stabilizationWindowSeconds": policy.scale_down_every_s,
+                "policies": [{"type": "Pods", "value": 1,
+                              "periodSeconds": policy.scale_down_every_s}],
             }}}},
             "triggers": triggers,
         },
@@ -225,8 +241,9 @@ def generated_files() -> dict[Path, str]:
     """Every derived file and the text it must have."""
     settings = base_settings()
     return {
-        SCALEDOBJECTS_FILE: _dump([scaled_object(p, settings) for p in SCALING],
-                                  "k8s/base/settings.env and workers/cli/_k8s.py SCALING"),
+        SCALEDOBJECTS_FILE: _dump([scaled_object(p, settings) for p in scaling(settings)],
+                                  "k8s/base/settings.env (MESH_GPU_*, key prefix) and "
+                                  "workers/cli/_k8s.py"),
         PROMETHEUSRULE_FILE: _dump([prometheus_rule()], "monitoring/prometheus/alerts.yml"),
     }
 

@@ -349,14 +349,40 @@ def check_autoscaling(objs: list[Obj]) -> list[str]:
             out.append(f"{name(so)}: triggers read {sorted(lists)}, the worker consumes {sorted(want)}")
         if "replicas" in target["spec"]:
             out.append(f"{name(target)}: sets replicas although KEDA scales it")
-    gpu = [so for so in scaled if so["spec"]["scaleTargetRef"]["name"] == GPU_DEPLOYMENT]
+    gpu = [so for so in scaled if so["spec"]["scaleTargetRef"]["name"] == s.gpu.deployment]
     for so in gpu:
-        if so["spec"].get("minReplicaCount", 0) != 0:
-            out.append(f"{name(so)}: does not scale to zero")
+        spec = so["spec"]
+        if spec.get("minReplicaCount", 0) != s.gpu.min_workers:
+            out.append(f"{name(so)}: minReplicaCount != gpu.min_workers {s.gpu.min_workers}")
+        if spec.get("maxReplicaCount") != s.gpu.max_workers:
+            out.append(f"{name(so)}: maxReplicaCount != gpu.max_workers {s.gpu.max_workers}")
+        for t in spec["triggers"]:
+            want = (str(s.gpu.target_per_worker) if t["type"] == "redis"
+                    else str(s.gpu.prewarm_workers))
+            got = t["metadata"].get("listLength" if t["type"] == "redis" else "desiredReplicas")
+            if got != want:
+                out.append(f"{name(so)}: {t['type']} trigger says {got}, the GPU policy {want}")
         zones = sorted(t["metadata"]["timezone"] for t in so["spec"]["triggers"] if t["type"] == "cron")
         want_zones = sorted(w.split()[-1] for w in s.gpu.offpeak_windows)
         if zones != want_zones:
             out.append(f"{name(so)}: cron triggers {zones} != off-peak windows {s.gpu.offpeak_windows}")
+    return out
+
+
+def check_ports(objs: list[Obj]) -> list[str]:
+    """Container ports agree with the port settings the processes read."""
+    s = mesh_settings(objs)
+    out = []
+    for o in (o for o in objs if o["kind"] == "Deployment"):
+        a = args_of(o)
+        want = ({"metrics": s.monitoring.metrics_port} if is_worker(o)
+                else {"metrics": s.monitoring.exporter_port} if a[:1] == ["exporter"]
+                else {"http": s.monitoring.flower_port} if a[:1] == ["flower"] else {})
+        ports = {p["name"]: p["containerPort"] for p in (pod_spec(o) or {})["containers"][0].get("ports", [])}
+        for port_name, number in want.items():
+            if ports.get(port_name) != number:
+                out.append(f"{name(o)}: port {port_name} is {ports.get(port_name)}, "
+                           f"the settings say {number}")
     return out
 
 
@@ -373,6 +399,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "rbac": check_rbac,
     "pdbs": check_pdbs,
     "autoscaling": check_autoscaling,
+    "ports": check_ports,
 }
 GPU_CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {"gpu": check_gpu}
 """Only for overlays with a GPU node pool (dev runs its GPU-queue worker on CPU)."""
