@@ -6,11 +6,13 @@ The connection is always passed in to the code that uses it, never global.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
 from mesh.errors import BrokerUnavailable, ConfigError
@@ -31,10 +33,52 @@ def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=settings.retry_max_backoff_s, base=0.05), 3),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
-    if settings.url is not None and settings.url.get_secret_value().startswith("rediss://"):
-        if settings.tls_ca_file:
-            kw["ssl_ca_certs"] = settings.tls_ca_file
+    kw.update(tls_kwargs(settings))
     return kw
+
+
+def uses_tls(settings: RedisSettings) -> bool:
+    return settings.url is not None and settings.url.get_secret_value().startswith("rediss://")
+
+
+def tls_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """redis-py TLS options for a ``rediss://`` URL: the server certificate is always
+    verified (against ``tls_ca_file``, or the system store when it is None)."""
+    if not uses_tls(settings):
+        return {}
+    kw: dict[str, Any] = {"ssl_cert_reqs": "required"}
+    if settings.tls_ca_file:
+        kw["ssl_ca_certs"] = settings.tls_ca_file
+    return kw
+
+
+def celery_ssl_options(settings: RedisSettings) -> dict[str, Any] | None:
+    """``broker_use_ssl`` / ``redis_backend_use_ssl`` for Celery (None without TLS).
+
+    Celery refuses a ``rediss://`` URL that does not say how to check the certificate;
+    giving it here keeps the URL (a secret) free of options and verification on.
+    """
+    if not uses_tls(settings):
+        return None
+    opts: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.tls_ca_file:
+        opts["ssl_ca_certs"] = settings.tls_ca_file
+    return opts
+
+
+def check_connection(settings: RedisSettings, what: str = "redis") -> None:
+    """Connect once and authenticate, failing fast with a clear message.
+
+    Raises ConfigError for refused credentials or a missing permission (retrying cannot
+    help: a worker or dispatcher should exit, not loop) and BrokerUnavailable when Redis
+    does not answer. Neither message contains the URL or the password.
+    """
+    client = make_client(settings)
+    try:
+        with translate_errors(what):
+            client.ping()
+    finally:
+        client.close()
 
 
 def make_client(settings: RedisSettings, *, decode_responses: bool = False) -> redis.Redis:
@@ -51,7 +95,8 @@ def describe_error(exc: BaseException) -> str:
     """A readable reason without the URL or password."""
     if isinstance(exc, redis.AuthenticationError):
         return "Redis refused the credentials (wrong password or user)"
-    if isinstance(exc, redis.ResponseError) and "NOPERM" in str(exc):
+    if isinstance(exc, NoPermissionError) or (
+            isinstance(exc, redis.ResponseError) and "NOPERM" in str(exc)):
         return "the Redis user lacks a permission: " + str(exc).split("\n")[0][:200]
     if isinstance(exc, redis.TimeoutError):
         return "Redis did not answer in time"
@@ -67,5 +112,29 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except redis.AuthenticationError as exc:
         raise ConfigError(f"{what}: {describe_error(exc)}") from exc
+    except redis.ResponseError as exc:
+        if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc) or "NOAUTH" in str(exc):
+            raise ConfigError(f"{what}: {describe_error(exc)}") from exc
+        raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BrokerUnavailable(f"{what}: {describe_error(exc)}") from exc
+
+
+def acl_rule(user: str, password: str, key_prefix: str, db: int = 0) -> str:
+    """The least-privilege Redis ACL rule of one mesh (``ACL SETUSER`` / ``user`` line).
+
+    Keys: ``<prefix>:*`` (results, Celery's queues and results under ``<prefix>:celery:``,
+    the dead-letter stream) and ``{<prefix>:*`` (hash-tagged partition keys: streams,
+    dedupe, outcomes). Channels: ``<prefix>:*`` for PUBLISH/SUBSCRIBE (task events,
+    result notifications) plus the literal pattern kombu PSUBSCRIBEs for remote control
+    (Redis 7 matches a PSUBSCRIBE pattern literally against the allowed ones). Commands:
+    everything but ``@admin`` and ``@dangerous`` (no KEYS, CONFIG, FLUSHALL, DEBUG...).
+    Found by running publisher, dispatcher, workers and result backend under it (see
+    tests/reliability/test_security.py and docs/reliability.md).
+    """
+    celery = f"{key_prefix}:celery:"
+    return " ".join([
+        user, "on", f">{password}", "resetkeys", f"~{key_prefix}:*", f"~{{{key_prefix}:*",
+        "resetchannels", f"&{key_prefix}:*", f"&{celery}/{db}.celery.pidbox",
+        f"&{celery}/{db}.celeryev*", "-@all", "+@all", "-@admin", "-@dangerous",
+    ])
