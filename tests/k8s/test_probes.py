@@ -1,0 +1,84 @@
+"""`mesh health` (readiness/liveness) and `mesh drain` (preStop) against a real
+redis-server and a real Celery worker process named as the manifests name it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mesh.settings import MeshSettings
+from tests.support.procs import ROOT, child_env, start, wait_for
+from workers.cli.health_cmd import control_app
+
+
+def mesh(settings: MeshSettings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+                          env=child_env(settings), capture_output=True, text=True, timeout=timeout_s)
+
+
+def unreachable(settings: MeshSettings) -> MeshSettings:
+    env = settings.to_env()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env["MESH_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    env["MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S"] = "1"
+    return MeshSettings.load(env)
+
+
+@pytest.mark.integration
+def test_ready_when_redis_answers_and_not_when_it_does_not(settings: MeshSettings) -> None:
+    ok = mesh(settings, "health", "--component", "dispatcher")
+    assert ok.returncode == 0, ok.stderr
+    down = mesh(unreachable(settings), "health", "--component", "dispatcher")
+    assert down.returncode == 1
+    assert "unhealthy" in down.stderr
+    assert "redis://" not in down.stderr, "the URL (it may carry a password) is never printed"
+
+
+@pytest.mark.integration
+def test_liveness_does_not_depend_on_redis(settings: MeshSettings) -> None:
+    result = mesh(unreachable(settings), "health", "--component", "beat", "--live")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_worker_probes_and_drain_on_a_real_worker(settings: MeshSettings, tmp_path: Path) -> None:
+    # Given a worker named as the manifests name it: <prefix>@<pod name = hostname>
+    node = f"cpu@{socket.gethostname()}"
+    worker = start("worker", ["worker", "-Q", "cpu", "-c", "1", "--name", node], settings, tmp_path)
+    try:
+        # Then it becomes ready once it answers a control ping
+        wait_for(lambda: mesh(settings, "health", "--component", "worker", "--node-prefix", "cpu")
+                 .returncode == 0, timeout_s=90, interval_s=1, what="worker ready")
+        live = mesh(settings, "health", "--component", "worker", "--node-prefix", "cpu", "--live")
+        assert live.returncode == 0, live.stderr
+        # And a node that does not exist is neither ready nor alive (broker up: it is hung)
+        missing = mesh(settings, "health", "--component", "worker", "--node-prefix", "nope",
+                       "--timeout-s", "2")
+        assert missing.returncode == 1 and "does not answer" in missing.stderr
+        hung = mesh(settings, "health", "--component", "worker", "--node-prefix", "nope", "--live",
+                    "--timeout-s", "2")
+        assert hung.returncode == 1
+
+        # When the preStop hook drains it
+        drained = mesh(settings, "drain", "--queues", "cpu", "--node-prefix", "cpu", "--poll-s", "2",
+                       "--max-wait-s", "60")
+        # Then it stopped consuming and reports nothing in hand, and the worker still runs
+        assert drained.returncode == 0, drained.stderr
+        assert f"{node} stopped consuming cpu" in drained.stdout
+        assert f"{node} has no active task" in drained.stdout
+        assert worker.alive()
+        app = control_app(settings)
+        try:
+            queues = app.control.inspect(destination=[node], timeout=5).active_queues()
+        finally:
+            app.close()
+        assert queues is not None and queues[node] == [], queues
+    finally:
+        worker.stop()
