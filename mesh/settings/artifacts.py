@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ArtifactSettings(BaseModel):
@@ -18,3 +18,9 @@ class ArtifactSettings(BaseModel):
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
+    s3_connect_timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds to wait for a connection to S3 (then ``ProviderError``: retried)."""
+    s3_read_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds to wait for S3 to answer one request."""
+    s3_max_attempts: int = Field(default=3, ge=1)
+    """botocore's own attempts per request (standard retry mode) before we see the error."""

@@ -29,3 +29,12 @@ class WorkflowSettings(BaseModel):
     """Minimum length of a retention message written for a ``churn.high_risk`` customer."""
     retrain_cron: str = "0 3 * * 0"
     """Beat schedule of retraining (crontab: minute hour day month weekday)."""
+    retrain_samples: int = Field(default=4000, ge=200, le=1_000_000)
+    """Synthetic customers generated per scheduled retraining (train + held-out set)."""
+    retrain_holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    """Share of the generated customers held out; candidate and current model are both
+    evaluated on exactly this set."""
+    retrain_max_auc_drop: float = Field(default=0.0, ge=0, le=1)
+    """A candidate is promoted when its held-out ROC AUC >= current AUC - this (0: not worse)."""
+    churn_rescore_after_promotion: bool = True
+    """Start the batch rescoring of all customers when a new churn model is promoted."""

@@ -1,0 +1,43 @@
+"""Batch rescoring of every customer with the promoted model: a chord over shards.
+
+Started after a promotion (``chains.retrain``, ``mesh models promote``) and by
+``mesh models rescore``; no stream event starts it (the catalog has no rescoring
+event). The builder splits the customer index into id ranges of
+``workflows.churn_shard_size`` customers; each range is one ``mesh.churn.rescore_shard``
+task of the GPU-bulk class (``gpu-batch`` queue: bulk work that may wait for off-peak
+capacity). The body totals the shards; a shard that fails for good makes the chord fail,
+and ``link_error`` hands that failure to ``mesh.churn.rescore_failed``, which records it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from celery import chord
+
+from chains.registry import REGISTRY, RunContext
+from events.base import Envelope
+
+if TYPE_CHECKING:
+    from celery.canvas import Signature
+
+VERSION = "1"
+WORKFLOW = "churn-rescore"
+
+
+@REGISTRY.workflow(WORKFLOW, on=[], version=VERSION, sla_s=30 * 86400)
+def build(env: Envelope, ctx: RunContext) -> Signature:
+    """Rescore all customers with the promoted churn model (chord over shards)."""
+    from workers.runtime import runtime_for
+    from workers.stores.profiles import ProfileStore
+
+    rt = runtime_for(ctx.app)
+    bounds = ProfileStore(rt.redis, rt.keys).shard_bounds(rt.settings.workflows.churn_shard_size)
+    body = ctx.sig("mesh.churn.rescore_done", ctx.meta, step="done")
+    if not bounds:
+        return ctx.sig("mesh.churn.rescore_done", [], ctx.meta, step="done")
+    header = [ctx.sig("mesh.churn.rescore_shard", ctx.meta, lo, hi, env.event_id, step=f"shard-{i}")
+              for i, (lo, hi) in enumerate(bounds)]
+    canvas = chord(header, body)
+    canvas.link_error(ctx.sig("mesh.churn.rescore_failed", ctx.meta, step="failed"))
+    return canvas
