@@ -103,6 +103,7 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list], None]]] = {
         env=[e for e in _container(o, "mesh-worker-gpu")["env"]
              if e["name"] != "MESH_CELERY_PREFETCH_MULTIPLIER"]) or _configmap(o).update(
         MESH_CELERY_PREFETCH_MULTIPLIER="4")),
+    "gpu-too-few-threads": ("gpu", "prod", lambda o: _configmap(o).update(MESH_GPU_MAX_BATCH="256")),
     "no-default-deny": ("network", "prod", lambda o: o.remove(
         find(o, "NetworkPolicy", "mesh-default-deny-ingress"))),
     "flower-open": ("network", "prod", lambda o: find(o, "NetworkPolicy", "mesh-flower-from-monitoring")[

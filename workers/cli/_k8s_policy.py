@@ -234,6 +234,10 @@ def check_gpu(objs: list[Obj]) -> list[str]:
             out.append(f"{name(o)}: no nodeSelector for GPU nodes")
         if not any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])):
             out.append(f"{name(o)}: does not tolerate the nvidia.com/gpu taint")
+        a = args_of(o)
+        threads = a[a.index("--concurrency") + 1] if "--concurrency" in a else "1"
+        if int(threads) < mesh_settings(objs).gpu.max_batch:
+            out.append(f"{name(o)}: concurrency {threads} < gpu.max_batch: a micro-batch never fills")
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         prefetch = env.get("MESH_CELERY_PREFETCH_MULTIPLIER",
                            str(mesh_settings(objs).celery.prefetch_multiplier))

@@ -132,7 +132,7 @@ def drain_cmd(queues: str, node_prefix: str, max_wait_s: float | None, poll_s: f
             app.control.cancel_consumer(queue, destination=[node], reply=True, timeout=poll_s)
             click.echo(f"drain: {node} stopped consuming {queue}")
         while time.monotonic() < deadline:
-            # A solo-pool worker answers only between tasks: no reply means busy.
+            # No reply (a worker blocked in a long call, or a solo pool mid-task) is busy.
             active = app.control.inspect(destination=[node], timeout=poll_s).active()
             if active is not None and not active.get(node):
                 click.echo(f"drain: {node} has no active task")
