@@ -361,11 +361,11 @@ def check_autoscaling(objs: list[Obj]) -> list[str]:
         if spec.get("maxReplicaCount") != s.gpu.max_workers:
             out.append(f"{name(so)}: maxReplicaCount != gpu.max_workers {s.gpu.max_workers}")
         for t in spec["triggers"]:
-            want = (str(s.gpu.target_per_worker) if t["type"] == "redis"
-                    else str(s.gpu.prewarm_workers))
+            expected = (str(s.gpu.target_per_worker) if t["type"] == "redis"
+                        else str(s.gpu.prewarm_workers))
             got = t["metadata"].get("listLength" if t["type"] == "redis" else "desiredReplicas")
-            if got != want:
-                out.append(f"{name(so)}: {t['type']} trigger says {got}, the GPU policy {want}")
+            if got != expected:
+                out.append(f"{name(so)}: {t['type']} trigger says {got}, the GPU policy {expected}")
         zones = sorted(t["metadata"]["timezone"] for t in so["spec"]["triggers"] if t["type"] == "cron")
         want_zones = sorted(w.split()[-1] for w in s.gpu.offpeak_windows)
         if zones != want_zones:
