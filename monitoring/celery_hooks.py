@@ -28,7 +28,7 @@ from typing import Any
 from celery import Celery, signals
 
 from mesh.errors import PermanentError, TransientError
-from monitoring import metrics, multiproc
+from monitoring import metrics, multiproc, sentry
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ def install(app: Celery) -> None:
     _installed[id(app)] = app
     settings = getattr(app, "mesh_settings", None)
     if settings is not None and settings.monitoring.sentry_dsn is not None:
-        from monitoring import sentry
-
         sentry.init(settings)
     _connect()
 
@@ -168,6 +166,7 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     queue = _queue_of(task)
     _started[task_id] = time.monotonic()
     metrics.task_started(queue)
+    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), _meta(args), args or ())
     try:
         rt = _runtime(app)
         limit = task.time_limit or app.conf.task_time_limit or 0
@@ -215,6 +214,7 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
         return
     # Workflow-level failures are counted once per run by mesh.dlq.workflow_failed.
     metrics.task_failed(sender.name, error_kind(exception))
+    sentry.task_failed(getattr(sender, "mesh_kind", None))
 
 
 def _on_retry(sender: Any = None, **_: Any) -> None:

@@ -146,6 +146,9 @@ def dead_lettered(reason: str, n: int = 1, event_type: str = "unknown") -> None:
     """``reason`` is a short category (``invalid``, ``poison``, ``too_large``...)."""
     et = event_type if event_type == "unknown" else _event_type(event_type)
     EVENTS_DEAD_LETTERED.labels(bounded(reason), et).inc(n)
+    from monitoring import sentry
+
+    sentry.dead_lettered(bounded(reason), et, n)
 
 
 @_safe
