@@ -52,6 +52,25 @@ def install(app: Celery) -> None:
     if settings is not None and settings.monitoring.sentry_dsn is not None:
         sentry.init(settings)
     _connect()
+    _serve_for_command(settings)
+
+
+SERVE_AT_APP_CREATION = ("dispatcher", "beat")
+"""CLI commands whose process serves /metrics as soon as its app exists (a worker
+serves from its parent process once the pool is up, in ``_on_worker_ready``)."""
+
+
+def _serve_for_command(settings: Any) -> None:
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if (settings is None or ctx is None or ctx.info_name not in SERVE_AT_APP_CREATION
+            or _state.get("server") is not None):
+        return
+    try:
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+    except OSError as exc:
+        log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
 
 
 def _ours(task_or_app: Any) -> Celery | None:
@@ -178,7 +197,7 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
 
 
 def _on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None,
-                state: str | None = None, **_: Any) -> None:
+                state: str | None = None, args: Any = None, **_: Any) -> None:
     task = task or sender
     app = _ours(task)
     if app is None or task_id is None:
@@ -186,7 +205,8 @@ def _on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None
     t0 = _started.pop(task_id, None)
     outcome = {"SUCCESS": "succeeded", "RETRY": "retried"}.get(state or "", "failed")
     metrics.task_finished(task.name, _queue_of(task),
-                          None if t0 is None else time.monotonic() - t0, outcome)
+                          None if t0 is None else time.monotonic() - t0, outcome,
+                          _meta(args).get("workflow"))
     try:
         rt = _runtime(app)
         rt.redis.hdel(running_key(rt.keys), task_id)

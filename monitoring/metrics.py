@@ -51,10 +51,12 @@ WORKFLOW_LAST_SUCCESS = Gauge("mesh_workflow_last_success_timestamp_seconds",
 
 # -- tasks (worker processes; fed by monitoring.celery_hooks) --------------------------------
 TASK_DURATION = Histogram(
-    "mesh_task_duration_seconds", "Run time of one task execution (any outcome).", ["task"],
+    "mesh_task_duration_seconds", "Run time of one task execution (any outcome).",
+    ["task", "workflow"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800))
 TASK_RUNS = Counter("mesh_task_runs_total",
-                    "Task executions by outcome (succeeded, failed, retried).", ["task", "outcome"])
+                    "Task executions by outcome (succeeded, failed, retried); workflow is "
+                    "'none' for tasks outside a workflow run.", ["task", "workflow", "outcome"])
 TASK_RETRIES = Counter("mesh_task_retries_total", "Retries scheduled, by task.", ["task"])
 TASK_FAILURES = Counter(
     "mesh_task_failures_total",
@@ -64,13 +66,13 @@ TASKS_IN_PROGRESS = Gauge("mesh_tasks_in_progress", "Tasks executing now, by que
                           multiprocess_mode="livesum")
 
 # -- GPU pool ----------------------------------------------------------------------------------
-GPU_BATCH_SIZE = Histogram("mesh_gpu_batch_size", "Items per GPU micro-batch.", ["queue"],
+GPU_BATCH_SIZE = Histogram("mesh_gpu_batch_size", "Items per GPU micro-batch.", ["task_type"],
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
 GPU_BATCH_WAIT = Histogram(
     "mesh_gpu_batch_wait_seconds", "Time the first item of a micro-batch waited for it to fill.",
-    ["queue"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+    ["task_type"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 GPU_SECONDS = Counter("mesh_gpu_seconds_total", "Seconds spent in GPU (or accelerator) work.",
-                      ["queue"])
+                      ["task_type"])
 GPU_HELD_ITEMS = Gauge("mesh_gpu_process_held_items",
                        "Bulk items this process holds for the off-peak window.", ["queue"],
                        multiprocess_mode="livesum")
@@ -179,10 +181,10 @@ def declare_workflows(names: list[str]) -> None:
 def declare_tasks(tasks: dict[str, str]) -> None:
     """Zero-valued series for every task (name -> queue) a worker process can run."""
     for name, queue in tasks.items():
-        TASK_DURATION.labels(bounded(name))
+        TASK_DURATION.labels(bounded(name), "none")
         TASK_RETRIES.labels(bounded(name))
         for outcome in OUTCOMES_TASK:
-            TASK_RUNS.labels(bounded(name), outcome)
+            TASK_RUNS.labels(bounded(name), "none", outcome)
         TASKS_IN_PROGRESS.labels(bounded(queue))
 
 
@@ -192,12 +194,14 @@ def task_started(queue: str) -> None:
 
 
 @_safe
-def task_finished(task: str, queue: str, seconds: float | None, outcome: str) -> None:
+def task_finished(task: str, queue: str, seconds: float | None, outcome: str,
+                  workflow: str | None = None) -> None:
     """One execution ended: ``outcome`` succeeded, failed or retried."""
+    wf = bounded(workflow) if workflow else "none"
     TASKS_IN_PROGRESS.labels(bounded(queue)).dec()
     if seconds is not None:
-        TASK_DURATION.labels(bounded(task)).observe(max(seconds, 0.0))
-    TASK_RUNS.labels(bounded(task), bounded(outcome, set(OUTCOMES_TASK))).inc()
+        TASK_DURATION.labels(bounded(task), wf).observe(max(seconds, 0.0))
+    TASK_RUNS.labels(bounded(task), wf, bounded(outcome, set(OUTCOMES_TASK))).inc()
 
 
 @_safe
@@ -214,16 +218,16 @@ def task_failed(task: str, error: str) -> None:
 
 # -- GPU pool --------------------------------------------------------------------------------
 @_safe
-def gpu_batch(size: int, wait_s: float, queue: str = "gpu") -> None:
+def gpu_batch(size: int, wait_s: float, task_type: str = "embed") -> None:
     """One micro-batch was formed: its size and how long its first item waited."""
-    GPU_BATCH_SIZE.labels(bounded(queue)).observe(size)
-    GPU_BATCH_WAIT.labels(bounded(queue)).observe(max(wait_s, 0.0))
+    GPU_BATCH_SIZE.labels(bounded(task_type)).observe(size)
+    GPU_BATCH_WAIT.labels(bounded(task_type)).observe(max(wait_s, 0.0))
 
 
 @_safe
-def gpu_seconds(seconds: float, queue: str = "gpu") -> None:
+def gpu_seconds(seconds: float, task_type: str = "embed") -> None:
     """Time spent in a forward pass or training step on the accelerator."""
-    GPU_SECONDS.labels(bounded(queue)).inc(max(seconds, 0.0))
+    GPU_SECONDS.labels(bounded(task_type)).inc(max(seconds, 0.0))
 
 
 @_safe

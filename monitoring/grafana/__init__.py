@@ -1,0 +1,1 @@
+"""Grafana dashboards (JSON, built by ``dashboards.py``) and provisioning files."""
