@@ -104,3 +104,9 @@ def test_generator_follows_the_settings() -> None:
     assert lists == ["shop:celery:gpu", "shop:celery:gpu-batch"]
     zones = [t["metadata"]["timezone"] for t in so["spec"]["triggers"] if t["type"] == "cron"]
     assert zones == ["UTC", "Asia/Tokyo"]
+
+
+def test_no_prewarm_workers_means_no_cron_trigger() -> None:
+    s = MeshSettings.load({"MESH_GPU_PREWARM_WORKERS": "0"})
+    so = _k8s.scaled_object(_k8s.gpu_scaling(s), s)
+    assert [t["type"] for t in so["spec"]["triggers"]] == ["redis", "redis"]

@@ -107,16 +107,32 @@ def render(overlay: str) -> str:
     if overlay not in overlays():
         raise RenderError(f"unknown overlay {overlay!r} (have: {', '.join(overlays())})")
     path = str(K8S_DIR / "overlays" / overlay)
-    if shutil.which("kubectl"):
-        cmd = ["kubectl", "kustomize", path]
-    elif shutil.which("kustomize"):
-        cmd = ["kustomize", "build", path]
-    else:
-        raise RenderError("neither kubectl nor kustomize is on PATH")
+    cmd = [*kustomize_command(), path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise RenderError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def kustomize_command() -> list[str]:
+    """A kustomize that knows Components and ``labels:`` (kustomize >= 5: a standalone
+    ``kustomize``, or the one built into kubectl >= 1.27; Debian bookworm's kubectl 1.20
+    embeds kustomize 2 and cannot render these overlays)."""
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        proc = subprocess.run(["kubectl", "version", "--client", "-o", "json"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        try:
+            version = json.loads(proc.stdout).get("kustomizeVersion", "")
+        except ValueError:
+            version = ""
+        m = re.match(r"v(\d+)", version)
+        if m and int(m.group(1)) >= 5:
+            return ["kubectl", "kustomize"]
+        raise RenderError(f"kubectl's kustomize is {version or 'unknown'}; these overlays need "
+                          "kustomize >= 5 (kubectl >= 1.27, or a standalone kustomize on PATH)")
+    raise RenderError("neither kustomize nor kubectl is on PATH")
 
 
 def load_objects(stream: str) -> list[Obj]:
