@@ -379,7 +379,7 @@ def check_ports(objs: list[Obj]) -> list[str]:
     out = []
     for o in (o for o in objs if o["kind"] == "Deployment"):
         a = args_of(o)
-        want = ({"metrics": s.monitoring.metrics_port} if is_worker(o)
+        want = ({"metrics": s.monitoring.metrics_port} if is_worker(o) or a[:1] in (["dispatcher"], ["beat"])
                 else {"metrics": s.monitoring.exporter_port} if a[:1] == ["exporter"]
                 else {"http": s.monitoring.flower_port} if a[:1] == ["flower"] else {})
         ports = {p["name"]: p["containerPort"] for p in (pod_spec(o) or {})["containers"][0].get("ports", [])}
