@@ -1,0 +1,66 @@
+"""Test-only workflow with an observable, idempotent effect, for the fault tests.
+
+Loaded into workers and dispatchers with
+``MESH_CELERY_EXTRA_MODULES=["tests.reliability.effects"]``.
+
+``rel-effect`` runs for ``customer.activity`` events published by the producer
+``reliability`` (so it never fires for anyone else's events). Its task writes the
+effect the way the real workflows do, keyed by entity and event (``HSET effects
+<event id> <run id>``: a second execution of the same run rewrites the same value), and
+separately counts executions and distinct run ids, so a test can tell "ran twice, one
+effect" (at-least-once delivery, idempotent write: fine) from "two runs" (a bug).
+
+``rel-slow`` sleeps ``payload.logins_30d`` deciseconds first: a long task to kill a
+worker in the middle of; ``rel-poison`` always raises until ``rel:fixed`` is set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chains.registry import REGISTRY, On, RunContext
+from events.base import Envelope
+from gpu_pool.routing import Resource
+from workers.kinds import STANDARD, TaskKind, task
+
+PRODUCER = "reliability"
+QUICK = TaskKind("standard", max_retries=2, backoff_s=0.2, backoff_max_s=0.5)
+
+
+def _ours(env: Envelope) -> bool:
+    return env.producer == PRODUCER
+
+
+@task("mesh.rel.effect", kind=STANDARD, resource=Resource.IO)
+def effect(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> str:
+    pause = float(event.get("sleep_s") or 0)
+    if pause:
+        rt.redis.hset(rt.keys.ns("rel", "started"), event["event_id"], meta["run_id"])
+        time.sleep(pause)
+    p = rt.redis.pipeline(transaction=True)
+    p.hset(rt.keys.ns("rel", "effects"), event["event_id"], meta["run_id"])
+    p.sadd(rt.keys.ns("rel", "runs"), meta["run_id"])
+    p.incr(rt.keys.ns("rel", "executions"))
+    p.execute()
+    return str(meta["run_id"])
+
+
+@task("mesh.rel.poison", kind=QUICK, resource=Resource.IO)
+def poison(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> str:
+    rt.redis.incr(rt.keys.ns("rel", "poison-attempts"))
+    if not rt.redis.exists(rt.keys.ns("rel", "fixed")):
+        raise RuntimeError(f"poison: cannot handle {event['key']} (attempt failed)")
+    return effect(rt, meta, event)
+
+
+def _build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+    event = {"event_id": env.event_id, "key": env.entity_key}
+    if env.entity_key.startswith("customer:slow-"):
+        event["sleep_s"] = env.payload.logins_30d / 10  # type: ignore[attr-defined]
+    name = "mesh.rel.poison" if env.entity_key.startswith("customer:poison-") else "mesh.rel.effect"
+    return ctx.sig(name, ctx.meta, event)
+
+
+if "rel-effect" not in REGISTRY.workflows:
+    REGISTRY.workflow("rel-effect", on=[On("customer.activity", where=_ours)])(_build)
