@@ -95,6 +95,8 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list], None]]] = {
         terminationGracePeriodSeconds=600)),
     "longer-task-limit": ("workers", "prod", lambda o: _configmap(o).update(
         MESH_CELERY_TASK_TIME_LIMIT_S="3000", MESH_CELERY_VISIBILITY_TIMEOUT_S="7200")),
+    "oom-before-recycle": ("workers", "prod", lambda o: _configmap(o).update(
+        MESH_CELERY_WORKER_MAX_MEMORY_PER_CHILD_BYTES=str(2 * 1024**3))),
     "no-prestop": ("workers", "prod", lambda o: _container(o, "mesh-worker-cpu").pop("lifecycle")),
     "no-gpu-limit": ("gpu", "prod", lambda o: _container(o, "mesh-worker-gpu")["resources"]["limits"].pop(
         "nvidia.com/gpu")),
@@ -148,3 +150,9 @@ def test_secret_settings_are_the_secret_fields_of_the_settings() -> None:
     assert policy.secret_setting_names() == {
         "MESH_REDIS_URL", "MESH_MONITORING_SENTRY_DSN", "MESH_LLM_API_KEY",
         "MESH_ARTIFACTS_S3_ACCESS_KEY_ID", "MESH_ARTIFACTS_S3_SECRET_ACCESS_KEY"}
+
+
+@pytest.mark.parametrize(("quantity", "expected"), [
+    ("3Gi", 3 * 2**30), ("512Mi", 512 * 2**20), ("1G", 10**9), ("1500M", 15 * 10**8), ("1024", 1024)])
+def test_memory_quantities(quantity: str, expected: int) -> None:
+    assert policy.memory_bytes(quantity) == expected

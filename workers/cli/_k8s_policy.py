@@ -204,12 +204,39 @@ def check_beat(objs: list[Obj]) -> list[str]:
     return out
 
 
+QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+         "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+PARENT_OVERHEAD_BYTES = 512 * 2**20
+"""Room for a prefork worker's parent process next to its children."""
+
+
+def memory_bytes(quantity: str) -> int:
+    m = QUANTITY.match(str(quantity))
+    if not m:
+        raise ValueError(f"unsupported memory quantity {quantity!r}")
+    return int(float(m.group(1)) * UNITS[m.group(2)])
+
+
 def check_workers(objs: list[Obj]) -> list[str]:
-    """Every worker drains before it stops and outlives the longest task."""
-    limit_s = mesh_settings(objs).celery.task_time_limit_s
+    """Every worker drains before it stops and outlives the longest task, and a prefork
+    worker recycles a child (celery.worker_max_memory_per_child_bytes) before the
+    container's memory limit would OOM-kill the whole pod with its tasks."""
+    s = mesh_settings(objs)
+    limit_s = s.celery.task_time_limit_s
     out = []
     for o in filter(is_worker, objs):
         spec = pod_spec(o) or {}
+        a = args_of(o)
+        pool = a[a.index("--pool") + 1] if "--pool" in a else "prefork"
+        if pool == "prefork":
+            procs = int(a[a.index("--concurrency") + 1]) if "--concurrency" in a \
+                else s.celery.worker_concurrency
+            need = procs * s.celery.worker_max_memory_per_child_bytes + PARENT_OVERHEAD_BYTES
+            limit = spec["containers"][0].get("resources", {}).get("limits", {}).get("memory")
+            if limit is None or memory_bytes(limit) < need:
+                out.append(f"{name(o)}: memory limit {limit} < {procs} x max_memory_per_child "
+                           f"+ 512Mi ({need // 2**20}Mi)")
         grace = spec.get("terminationGracePeriodSeconds", 30)
         if grace <= limit_s:
             out.append(f"{name(o)}: terminationGracePeriodSeconds {grace} <= task_time_limit_s {limit_s}")
