@@ -1,0 +1,153 @@
+"""Latency: publish -> first task start through the dispatcher, beside plain
+``apply_async`` -> task start, at a steady rate, in the same run.
+
+One real worker process (``mesh worker -Q cpu -c 2``) runs the probe task, whose first
+statement takes ``time.time()`` and records it in Redis with the event id. The sender
+paces itself to a fixed schedule (no drift) and takes ``time.time()`` right before each
+``publish`` / ``apply_async``. Phases alternate (apply_async, then dispatcher) ``repeats``
+times so that load from other processes hits both alike; percentiles are reported over
+all samples and as the median of the per-repeat values.
+
+Run: ``.venv/bin/python -m benchmarks.latency [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from benchmarks._common import (
+    dispatcher_available,
+    embedded_redis,
+    emit,
+    goal,
+    percentile,
+    probe_settings,
+    start_mesh,
+    summary,
+    wait_until,
+)
+from benchmarks.probe import TASK, WORKFLOW, BenchPing, started_key
+from events.publisher import Publisher
+from mesh.keys import Keys
+from mesh.redis_conn import make_client
+from workers.app import create_app
+
+GOAL_P50_MS = 5.0
+GOAL_P99_MS = 25.0
+WORKER_NOTE = ("mesh worker -Q cpu -c 2 (prefork; with -c 1 it drained only ~320 probe tasks/s "
+               "here, and a dispatcher-started run is two tasks: the probe + mesh.run.finished)")
+
+
+def paced(rate_per_s: float, duration_s: float, send: Callable[[int], str]) -> dict[str, float]:
+    """Call ``send(i)`` on a fixed schedule; returns event id -> send time."""
+    n = int(rate_per_s * duration_s)
+    sent: dict[str, float] = {}
+    start = time.perf_counter() + 0.01
+    for i in range(n):
+        due = start + i / rate_per_s
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        t = time.time()
+        sent[send(i)] = t
+    return sent
+
+
+def collect(client: redis.Redis, key: str, sent: dict[str, float], timeout_s: float = 120) -> list[float]:
+    """Wait for every sent id to be recorded by the task; latencies in ms."""
+    seen: dict[str, float] = {}
+
+    def drain() -> bool:
+        for raw in client.lpop(key, 10_000) or []:
+            eid, t = raw.decode().split()
+            seen[eid] = float(t)
+        return all(e in seen for e in sent)
+
+    wait_until(drain, timeout_s, "probe task starts", interval_s=0.05)
+    return [(seen[e] - t0) * 1000 for e, t0 in sent.items()]
+
+
+def stats(lat: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(lat, 50), 3), "p90_ms": round(percentile(lat, 90), 3),
+            "p99_ms": round(percentile(lat, 99), 3), "max_ms": round(max(lat), 3), "n": len(lat)}
+
+
+def run(quick: bool = False, rate_per_s: float = 200.0) -> dict[str, Any]:
+    repeats = 5
+    phase_s = 1.0 if quick else 4.0
+    result: dict[str, Any] = {"unit": "ms", "params": {
+        "rate_per_s": rate_per_s, "seconds_per_phase": phase_s, "repeats": repeats,
+        "total_seconds_per_side": phase_s * repeats, "worker": WORKER_NOTE}}
+    if not dispatcher_available():
+        result["status"] = "mesh dispatcher not available yet"
+        return result
+    with embedded_redis() as server, tempfile.TemporaryDirectory(prefix="mesh-bench-logs-") as logs:
+        s = probe_settings(server)
+        keys = Keys(s.redis.key_prefix)
+        client = make_client(s.redis)
+        pub = Publisher(client, s.streams, keys)
+        app = create_app(s)
+        key = started_key(keys.ns)
+        worker = start_mesh("worker", ["worker", "-Q", "cpu", "-c", "2"], s, Path(logs))
+        dispatcher = start_mesh("dispatcher", ["dispatcher"], s, Path(logs))
+        try:
+            def via_apply_async(i: int) -> str:
+                eid = uuid.uuid4().hex
+                app.signature(TASK, args=({"run_id": eid, "workflow": WORKFLOW, "workflow_version": "1"},
+                                          {"event_id": eid, "key": f"bench:{i}"}),
+                              task_id=f"{eid}:ping").apply_async()
+                return eid
+
+            def via_publish(i: int) -> str:
+                return pub.publish(BenchPing(ping_id=f"l{i}", seq=i))
+
+            # Warm up both paths end to end (worker pool, connections, imports).
+            for send in (via_apply_async, via_publish):
+                collect(client, key, paced(50, 1.0, send), timeout_s=180)
+            sides: dict[str, list[list[float]]] = {"apply_async": [], "dispatcher": []}
+            for _ in range(repeats):
+                sides["apply_async"].append(collect(client, key, paced(rate_per_s, phase_s, via_apply_async)))
+                sides["dispatcher"].append(collect(client, key, paced(rate_per_s, phase_s, via_publish)))
+            for p in (worker, dispatcher):
+                if not p.alive():
+                    raise RuntimeError(f"{p.name} died:\n" + p.output()[-3000:])
+        finally:
+            dispatcher.stop(signal.SIGTERM, timeout_s=30)
+            worker.stop(signal.SIGTERM, timeout_s=30)
+            client.close()
+    for side, reps in sides.items():
+        flat = [x for rep in reps for x in rep]
+        per = [stats(rep) for rep in reps]
+        result[side] = {
+            "all": stats(flat),
+            "median_of_repeats": {"p50_ms": round(summary([p["p50_ms"] for p in per])["median"], 3),
+                                  "p99_ms": round(summary([p["p99_ms"] for p in per])["median"], 3)},
+            "per_repeat": per,
+        }
+    d, b = result["dispatcher"]["all"], result["apply_async"]["all"]
+    result["ratio_dispatcher_to_apply_async"] = {"p50": round(d["p50_ms"] / b["p50_ms"], 2),
+                                                 "p99": round(d["p99_ms"] / b["p99_ms"], 2)}
+    result["goal_p50"] = goal(d["p50_ms"], GOAL_P50_MS, higher_is_better=False)
+    result["goal_p99"] = goal(d["p99_ms"], GOAL_P99_MS, higher_is_better=False)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="1 s phases (a smoke run)")
+    ap.add_argument("--rate", type=float, default=200.0, help="events per second")
+    args = ap.parse_args(argv)
+    return emit("latency", run(quick=args.quick, rate_per_s=args.rate))
+
+
+if __name__ == "__main__":
+    main()
