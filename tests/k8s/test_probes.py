@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
+from mesh.keys import Keys
 from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env, start, wait_for
+from workers.app import create_app
 from workers.cli.health_cmd import control_app
 
 
@@ -82,3 +85,61 @@ def test_worker_probes_and_drain_on_a_real_worker(settings: MeshSettings, tmp_pa
         assert queues is not None and queues[node] == [], queues
     finally:
         worker.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_drain_stops_consuming_and_waits_for_the_task_in_hand(
+        settings: MeshSettings, r: redis.Redis, tmp_path: Path) -> None:
+    env = settings.to_env() | {"MESH_CELERY_EXTRA_MODULES": '["tests.k8s.drain_probe"]'}
+    s = MeshSettings.load(env)
+    keys = Keys(s.redis.key_prefix)
+    node = f"cpu@{socket.gethostname()}"
+    worker = start("worker", ["worker", "-Q", "cpu", "-c", "2", "--name", node], s, tmp_path)
+    app = create_app(s)
+    try:
+        # Given a worker running a long task
+        app.send_task("mesh.test.k8s.hold", args=("first",), queue="cpu")
+        wait_for(lambda: r.lrange(keys.ns("k8s", "started"), 0, -1) == [b"first"], timeout_s=90,
+                 interval_s=0.2, what="the long task started")
+        # When the preStop hook runs
+        drain = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "drain", "--queues", "cpu", "--node-prefix", "cpu",
+             "--poll-s", "1", "--max-wait-s", "120"],
+            cwd=ROOT, env=child_env(s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            # Then the worker stops taking work: a task sent now stays in the queue,
+            # although the worker has a free slot
+            wait_for(lambda: _consumes(s, node) == [], timeout_s=60, interval_s=0.5,
+                     what="consumer cancelled")
+            app.send_task("mesh.test.k8s.hold", args=("second",), queue="cpu")
+            queue_key = keys.celery_prefix() + "cpu"
+            wait_for(lambda: r.llen(queue_key) == 1, timeout_s=30, what="second task queued")
+            # and the hook keeps waiting while the first task runs
+            assert drain.poll() is None, drain.communicate()[0]
+            # When the task finishes, the hook returns
+            r.set(keys.ns("k8s", "release"), 1)
+            out, _ = drain.communicate(timeout=90)
+        finally:
+            if drain.poll() is None:
+                drain.kill()
+        assert drain.returncode == 0, out
+        assert f"{node} has no active task" in out
+        assert r.lrange(keys.ns("k8s", "finished"), 0, -1) == [b"first"]
+        assert r.llen(queue_key) == 1, "the drained worker took new work"
+        assert r.lrange(keys.ns("k8s", "started"), 0, -1) == [b"first"]
+    finally:
+        r.set(keys.ns("k8s", "release"), 1)
+        worker.stop()
+        app.close()
+
+
+def _consumes(settings: MeshSettings, node: str) -> list[str] | None:
+    app = control_app(settings)
+    try:
+        replies = app.control.inspect(destination=[node], timeout=2).active_queues()
+    finally:
+        app.close()
+    if not replies or node not in replies:
+        return None
+    return [q["name"] for q in replies[node]]
