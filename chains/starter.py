@@ -11,9 +11,10 @@ Every run's canvas gets two additions:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from chains.registry import RunContext, WorkflowRegistry
@@ -38,10 +39,21 @@ class CeleryStarter:
     """Builds each run's canvas from its event and hands it to the broker."""
 
     def __init__(self, app: Celery, registry: WorkflowRegistry, *, max_payload_bytes: int = 1 << 20,
-                 fire_and_forget: bool = True) -> None:
+                 fire_and_forget: bool = True, batch_publish: bool = True,
+                 batch_max_messages: int = 2000) -> None:
         self.app = app
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
+        self.batch_max_messages = batch_max_messages
+        self.batch_publish = batch_publish
+        if batch_publish:
+            # kombu buffers a producer's publishes in one Redis pipeline only when a
+            # timed-out pipeline is never retried (a retry could send a message twice).
+            # Runs are idempotent by design (deterministic task ids, at-least-once),
+            # and an unsent batch is resent whole because its entries stay unacked.
+            opts = dict(app.conf.broker_transport_options or {})
+            if opts.pop("retry_on_timeout", None) is not None:
+                app.conf.broker_transport_options = opts
         if fire_and_forget:
             # The starter never waits for results: without this, Celery's Redis result
             # backend SUBSCRIBEs to every started task's result channel (one round trip
@@ -77,22 +89,48 @@ class CeleryStarter:
         """Send every run; per request None, or why its canvas could not be built.
         A broker failure raises BrokerUnavailable (the dispatcher retries the batch)."""
         from kombu.exceptions import OperationalError
+        from redis import RedisError
 
         out: list[str | None] = []
+        canvases: list[Signature] = []
         for req in reqs:
             try:
-                canvas = self.canvas(req)
+                canvases.append(self.canvas(req))
             except Exception as exc:  # a workflow's builder failed on this event
                 log.warning("cannot build %s for %s: %s", req.workflow, req.env.event_id, exc)
                 out.append(f"{req.workflow}: building the canvas raised "
                            f"{type(exc).__name__}: {str(exc)[:400]}")
                 continue
-            try:
-                canvas.apply_async()
-            except (OperationalError, ConnectionError, OSError) as exc:
-                raise BrokerUnavailable(f"cannot send {req.workflow} run: {exc}") from exc
             out.append(None)
+        if not canvases:
+            return out
+        try:
+            with self._sending() as send:
+                for canvas in canvases:
+                    send(canvas)
+        except (OperationalError, RedisError, ConnectionError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot send {len(canvases)} run(s): {exc}") from exc
         return out
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[Callable[[Signature], Any]]:
+        """Send canvases through ONE producer whose publishes (task messages and
+        task-sent events alike) kombu buffers in one Redis pipeline, flushed on exit.
+
+        Canvas types do not all pass a ``producer`` down (a chain drops it), so the
+        app's ``producer_or_acquire`` is pinned to this producer for the duration
+        (the dispatcher is single-threaded)."""
+        if not self.batch_publish:
+            yield lambda canvas: canvas.apply_async()
+            return
+        with self.app.producer_or_acquire() as producer:
+            self.app.producer_or_acquire = (  # type: ignore[method-assign]
+                lambda p=None: contextlib.nullcontext(p or producer))
+            try:
+                with producer.batch(max_size=self.batch_max_messages):
+                    yield lambda canvas: canvas.apply_async()
+            finally:
+                del self.app.producer_or_acquire
 
 
 def describe(req: StartRequest) -> dict[str, Any]:
