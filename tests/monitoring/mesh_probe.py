@@ -1,0 +1,35 @@
+"""Test-only tasks for the observability tests (loaded into real workers through
+``MESH_CELERY_EXTRA_MODULES``): they drive the metrics facade the way the GPU pool,
+the churn model and a failing task do, and record which pool process ran them."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from gpu_pool.routing import Resource
+from mesh.errors import PermanentError
+from monitoring import metrics
+from workers.kinds import CRITICAL, STANDARD, task
+
+
+@task("mesh.test.mon.pid", kind=STANDARD)
+def which_process(rt: Any, meta: dict[str, Any], n: int) -> int:
+    """Long enough (50 ms) that both processes of a 2-process pool get work."""
+    time.sleep(0.05)
+    rt.redis.rpush(rt.keys.ns("test", "mon", "pids"), os.getpid())
+    return n
+
+
+@task("mesh.test.mon.gpu", kind=STANDARD, resource=Resource.GPU)
+def gpu_work(rt: Any, meta: dict[str, Any]) -> None:
+    metrics.gpu_batch(8, 0.012, "embed")
+    metrics.gpu_seconds(0.2, "embed")
+    metrics.model_in_use("churn", "v3")
+    metrics.result_updated("churn", "customer:1", time.time() - 100)
+
+
+@task("mesh.test.mon.fail", kind=CRITICAL)
+def always_fails(rt: Any, meta: dict[str, Any]) -> None:
+    raise PermanentError("bad input")
