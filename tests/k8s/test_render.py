@@ -115,3 +115,12 @@ def test_check_command_passes_on_the_committed_manifests() -> None:
     result = CliRunner().invoke(mesh_cli, ["k8s", "check", "--json"])
     assert result.exit_code == 0, result.output
     assert '"ok": true' in result.output
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_carry_the_package_version(overlay: str, rendered: dict) -> None:
+    from importlib.metadata import version
+
+    images = {c["image"] for o in rendered[overlay] if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images and all(i.endswith(":" + version("worker-mesh")) for i in images), images
