@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
 
@@ -170,8 +171,9 @@ class Dispatcher:
         if now >= self._next_claim:
             self._next_claim = now + max(self.d.claim_idle_ms / 2000, 0.05)
             n += self.reclaim()
-        rows = self.r.xreadgroup(self.d.group, self.consumer, dict.fromkeys(self.streams, ">"),
-                                 count=self.d.batch_count, block=self.block_ms)
+        rows: Any = self.r.xreadgroup(self.d.group, self.consumer,
+                                      dict.fromkeys(self.streams, ">"),  # type: ignore[arg-type]
+                                      count=self.d.batch_count, block=self.block_ms)
         entries = [Entry(self.streams[_s(stream)], _s(eid), dict(fields))
                    for stream, items in (rows or []) for eid, fields in items]
         if entries:
@@ -190,9 +192,9 @@ class Dispatcher:
         for stream, p in self.streams.items():
             cursor = "0-0"
             while True:
-                nxt, claimed, deleted = self.r.xautoclaim(
+                nxt, claimed, deleted = cast(Any, self.r.xautoclaim(
                     stream, self.d.group, self.consumer, self.d.claim_idle_ms,
-                    start_id=cursor, count=self.d.batch_count)[:3]
+                    start_id=cursor, count=self.d.batch_count))[:3]
                 entries = [Entry(p, _s(eid), dict(fields)) for eid, fields in claimed if fields]
                 if entries:
                     counts = self._delivery_counts(stream, entries)
@@ -208,7 +210,7 @@ class Dispatcher:
         return total
 
     def _delivery_counts(self, stream: str, entries: list[Entry]) -> dict[str, int]:
-        rows = self.r.xpending_range(stream, self.d.group, min=entries[0].id, max=entries[-1].id,
+        rows: Any = self.r.xpending_range(stream, self.d.group, min=entries[0].id, max=entries[-1].id,
                                      count=len(entries) * 2 + 10, consumername=self.consumer)
         return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
 

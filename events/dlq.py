@@ -28,11 +28,12 @@ second replay of the same id finds nothing to replay).
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -136,7 +137,7 @@ class DeadLetters:
         data = self.entry(reason_code, reason, fields, source=source, stream=stream,
                           entry_id=entry_id, deliveries=deliveries, error=error)
         with translate_errors("dead-letter"):
-            new_id = self._r.xadd(self._keys.dlq, data,  # type: ignore[arg-type]
+            new_id: Any = self._r.xadd(self._keys.dlq, data,  # type: ignore[arg-type]
                                   maxlen=self._streams.dlq_maxlen_approx, approximate=True)
         from monitoring import metrics
 
@@ -150,7 +151,7 @@ class DeadLetters:
         start = "-"
         with translate_errors("dlq list"):
             while len(out) < limit:
-                rows = self._r.xrange(self._keys.dlq, min=start, count=max(limit, 200))
+                rows = cast(Any, self._r.xrange(self._keys.dlq, min=start, count=max(limit, 200)))
                 if not rows:
                     break
                 for rid, raw in rows:
@@ -168,7 +169,7 @@ class DeadLetters:
 
     def get(self, dlq_id: str) -> DeadLetter | None:
         with translate_errors("dlq get"):
-            rows = self._r.xrange(self._keys.dlq, min=dlq_id, max=dlq_id, count=1)
+            rows = cast(Any, self._r.xrange(self._keys.dlq, min=dlq_id, max=dlq_id, count=1))
         return _parse(_s(rows[0][0]), rows[0][1]) if rows else None
 
     # -- replay ----------------------------------------------------------------------
@@ -182,7 +183,7 @@ class DeadLetters:
             raise ValueError("give exactly one of ids, type_name or all_")
         result = ReplayResult()
         if ids is not None:
-            targets: list[DeadLetter] = []
+            targets: builtins.list[DeadLetter] = []
             for i in ids:
                 dl = self.get(i)
                 if dl is None:
@@ -199,12 +200,12 @@ class DeadLetters:
                 result.replayed[dl.id] = new_id
         return result
 
-    def _select(self, type_name: str | None) -> list[DeadLetter]:
-        out: list[DeadLetter] = []
+    def _select(self, type_name: str | None) -> builtins.list[DeadLetter]:
+        out: builtins.list[DeadLetter] = []
         start = "-"
         with translate_errors("dlq replay"):
             while True:
-                rows = self._r.xrange(self._keys.dlq, min=start, count=500)
+                rows = cast(Any, self._r.xrange(self._keys.dlq, min=start, count=500))
                 if not rows:
                     return out
                 for rid, raw in rows:
@@ -235,7 +236,7 @@ class DeadLetters:
 
     def replayed_total(self) -> int:
         with translate_errors("dlq stats"):
-            raw = self._r.hget(self._keys.dlq_outcomes, "replayed")
+            raw: Any = self._r.hget(self._keys.dlq_outcomes, "replayed")
         return int(raw or 0)
 
 

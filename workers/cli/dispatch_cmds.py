@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -155,10 +156,9 @@ def events_schema(type_name: str | None, out: Path | None) -> None:
     from events.wire import schema
 
     load_workflows(None)
-    doc = schema()
+    doc: dict[str, Any] = schema()
     if type_name is not None:
-        events = {k: v for k, v in doc["events"].items()  # type: ignore[union-attr]
-                  if k.split("@", 1)[0] == type_name}
+        events = {k: v for k, v in doc["events"].items() if k.split("@", 1)[0] == type_name}
         if not events:
             raise click.BadParameter(f"unknown event type {type_name!r}", param_hint="--type")
         doc = {**doc, "events": events}
