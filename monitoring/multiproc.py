@@ -14,6 +14,7 @@ is swapped, and metrics without labels (whose values exist already) are re-initi
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -29,13 +30,24 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 def enable(directory: str | os.PathLike[str] | None = None, *, clean: bool = True) -> Path:
     """Switch this process (and the children it forks) to multiprocess metrics.
 
-    ``directory`` defaults to a new temp folder; ``clean`` empties it first (files of
-    an earlier run would otherwise be summed in).
+    ``directory`` defaults to a new temp folder, removed when this process exits;
+    ``clean`` empties a given folder first (files of an earlier run would otherwise be
+    summed in), so a folder must not be shared by two live workers.
     """
-    path = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="mesh-metrics-"))
-    if clean and path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
+    if directory:
+        path = Path(directory)
+        if clean and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path = Path(tempfile.mkdtemp(prefix="mesh-metrics-"))
+        owner = os.getpid()
+
+        def _cleanup() -> None:  # forked children inherit atexit handlers: owner only
+            if os.getpid() == owner:
+                shutil.rmtree(path, ignore_errors=True)
+
+        atexit.register(_cleanup)
     os.environ[ENV] = str(path)
     from prometheus_client import REGISTRY, values
 
