@@ -11,9 +11,11 @@ and ``link_error`` hands that failure to ``mesh.churn.rescore_failed``, which re
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 from celery import chord
+from celery.exceptions import CPendingDeprecationWarning
 
 from chains.registry import REGISTRY, RunContext
 from events.base import Envelope
@@ -38,6 +40,15 @@ def build(env: Envelope, ctx: RunContext) -> Signature:
         return ctx.sig("mesh.churn.rescore_done", [], ctx.meta, step="done")
     header = [ctx.sig("mesh.churn.rescore_shard", ctx.meta, lo, hi, env.event_id, step=f"shard-{i}")
               for i, (lo, hi) in enumerate(bounds)]
+    failed = ctx.sig("mesh.churn.rescore_failed", ctx.meta, step="failed")
+    for part in header:
+        # On each header task too (what ``task_allow_error_cb_on_chord_header`` will make
+        # the default): a failing shard is reported as soon as it fails, and this link
+        # survives the starter appending ``mesh.run.finished`` (``chord | task`` rebuilds
+        # the body as a chain, whose own options do not carry the body's errbacks).
+        part.link_error(failed.clone())
     canvas = chord(header, body)
-    canvas.link_error(ctx.sig("mesh.churn.rescore_failed", ctx.meta, step="failed"))
+    with warnings.catch_warnings():  # Celery's notice about that future default
+        warnings.simplefilter("ignore", CPendingDeprecationWarning)
+        canvas.link_error(failed)
     return canvas

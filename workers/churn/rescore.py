@@ -27,7 +27,8 @@ def finished(rt: Any, shard_results: list[dict[str, Any]], meta: dict[str, Any])
     """The chord body: every shard succeeded."""
     totals: dict[str, Any] = {"shards": len(shard_results)}
     for part in shard_results:
-        for k in ("customers", "written", "duplicate", "stale", "high_risk_published"):
+        for k in ("customers", "written", "duplicate", "stale", "high_risk_published",
+                  "unreadable"):
             totals[k] = totals.get(k, 0) + int(part.get(k, 0))
     versions = sorted({p["model_version"] for p in shard_results if p.get("model_version")})
     doc = {"status": "succeeded", **totals, "model_versions": versions}
@@ -46,11 +47,23 @@ def failed(rt: Any, *args: Any) -> dict[str, Any]:
     exc = next((a for a in args if isinstance(a, BaseException)), None)
     request = args[0] if args and hasattr(args[0], "id") else None
     task_id = getattr(request, "id", None) or next((a for a in args if isinstance(a, str)), None)
+    if exc is None and task_id and getattr(rt, "app", None) is not None:
+        exc = _stored_error(rt.app, task_id)
     error = f"{type(exc).__name__}: {exc}" if exc is not None else "a shard failed"
     doc = {"status": "failed", "error": error[:500], "task_id": task_id}
     record(rt, meta.get("run_id", "unknown"), doc)
     metrics.workflow_run(meta.get("workflow", "churn-rescore"), "failed")
     return doc
+
+
+def _stored_error(app: Any, task_id: str) -> BaseException | None:
+    """The failed task's exception, from the result backend (old-style errbacks get
+    only the task id)."""
+    try:
+        result = app.backend.get_task_meta(task_id).get("result")
+    except Exception:  # bookkeeping must not fail because the backend hiccups
+        return None
+    return result if isinstance(result, BaseException) else None
 
 
 def get(rt: Any, run_id: str) -> dict[str, Any] | None:

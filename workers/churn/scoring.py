@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from events.base import Envelope
 from events.catalog import ChurnHighRisk
-from mesh.errors import InvalidEvent
+from mesh.errors import InvalidEvent, PermanentError
 from workers.churn import features as F
 from workers.churn.registry import ModelRegistry
 from workers.churn.serving import PromotedModel
@@ -116,14 +118,24 @@ def rescore_range(rt: Any, meta: dict[str, Any], lo: str, hi: str | None, event_
     svc = services(rt)
     ptr, model = svc.model.get()
     ids = svc.profiles.ids_between(lo, hi)
-    counts = {"customers": 0, "written": 0, "duplicate": 0, "stale": 0, "high_risk_published": 0}
+    counts = {"customers": 0, "written": 0, "duplicate": 0, "stale": 0, "high_risk_published": 0,
+              "unreadable": 0}
     for start in range(0, len(ids), batch):
         part = ids[start:start + batch]
         raws = svc.profiles.get_many(part)
-        present = [(cid, raw) for cid, raw in zip(part, raws, strict=True) if raw]
+        present, rows_x = [], []
+        for cid, raw in zip(part, raws, strict=True):
+            if not raw:
+                continue
+            try:  # one corrupt profile must not fail its whole shard: count it, go on
+                rows_x.append(F.vector(raw))
+            except PermanentError:
+                counts["unreadable"] += 1
+                continue
+            present.append((cid, raw))
         if not present:
             continue
-        scores = model.predict(F.matrix([raw for _, raw in present]))
+        scores = model.predict(np.vstack(rows_x))
         rows = [{"customer_id": cid, "score": float(s), "profile_revision": int(raw.get("_rev", 0)),
                  "model_version": ptr.version, "model_seq": ptr.seq, "plan": raw.get("plan")}
                 for (cid, raw), s in zip(present, scores, strict=True)]

@@ -124,6 +124,15 @@ def dataset(n: int, seed: int = 0) -> Dataset:
     return Dataset(profiles, labels)
 
 
+def with_label_noise(data: Dataset, share: float, seed: int = 0) -> Dataset:
+    """A copy with ``share`` of the labels replaced by coin flips (a broken pipeline)."""
+    rng = np.random.default_rng(seed + 1)
+    labels = data.labels.copy()
+    hit = rng.random(len(labels)) < share
+    labels[hit] = rng.integers(0, 2, int(hit.sum()))
+    return Dataset(data.profiles, labels)
+
+
 def risky_profile(customer_id: str, as_of: date = AS_OF) -> dict[str, Any]:
     """A customer any sensible model calls high-risk (for demos and tests)."""
     return {

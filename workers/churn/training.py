@@ -59,13 +59,19 @@ def train_and_maybe_promote(
     max_auc_drop: float = 0.0,
     reason: str = "on demand",
     provenance: dict[str, Any] | None = None,
+    train_label_noise: float = 0.0,
 ) -> TrainingOutcome:
     """Generate ``samples`` customers (seeded), train on the training part, evaluate the
     candidate and the promoted model on the held-out part, register the candidate with
-    both metrics, promote it if not worse."""
+    both metrics, promote it if not worse.
+
+    ``train_label_noise`` flips that share of the *training* labels (never the held-out
+    ones): a drill of a broken data pipeline, which the comparison must catch."""
     t0 = time.perf_counter()
     data = synth.dataset(samples, seed)
     train, holdout = data.split(holdout_fraction)
+    if train_label_noise > 0:
+        train = synth.with_label_noise(train, train_label_noise, seed)
     candidate, _ = M.fit(train.profiles, train.labels, seed=seed,
                          info={"data_seed": seed, "holdout_fraction": holdout_fraction})
     cand_metrics = M.evaluate(candidate, holdout.profiles, holdout.labels)
