@@ -55,6 +55,15 @@ def test_every_object_validates_offline(overlay: str, rendered: dict) -> None:
     assert all(_k8s._schema_for(o) is not None for o in crds)
 
 
+@pytest.mark.parametrize("version", ["1.27.0", "1.37.0"])
+def test_builtins_validate_from_the_oldest_supported_to_the_newest_kubernetes(version: str,
+                                                                              rendered: dict) -> None:
+    """docs/deploy.md says Kubernetes >= 1.27; kubernetes-validate knows up to 1.37."""
+    for overlay in OVERLAYS:
+        builtins = [o for o in rendered[overlay] if _k8s.is_builtin(o)]
+        assert _k8s.validate_objects(builtins, version) == [], overlay
+
+
 def test_validation_rejects_a_misspelt_builtin_field(rendered: dict) -> None:
     dep = copy.deepcopy(find(rendered["prod"], "Deployment", "mesh-beat"))
     dep["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"exec": {"command": ["x"]}}
