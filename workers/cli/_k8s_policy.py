@@ -9,76 +9,35 @@ longer fail is noticed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr
 
 from mesh.errors import ConfigError
-from mesh.settings import MeshSettings, setting_names
-from workers.cli._k8s import Obj, settings_configmap
+from mesh.settings import MeshSettings
+from workers.cli._k8s import Obj
+from workers.cli._k8s_objects import (
+    args_of,
+    containers,
+    is_worker,
+    memory_bytes,
+    mesh_settings,
+    name,
+    pod_spec,
+    secret_setting_names,
+    worker_queues,
+    workloads,
+)
 
-WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+__all__ = ["CHECKS", "GPU_CHECKS", "memory_bytes", "run_checks", "secret_setting_names"]
+
 AUTOSCALER_SA = "mesh-gpu-autoscaler"
 GPU_DEPLOYMENT = "mesh-worker-gpu"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 PASSWORD_URL = re.compile(r"://[^/@\s]*:[^@/\s]+@")
-
-
-def secret_setting_names() -> set[str]:
-    """MESH_* names whose setting is a SecretStr: they may only come from a Secret."""
-    names = set()
-    for env, model in setting_names().items():
-        for field_name, field in model.model_fields.items():
-            if env.endswith("_" + field_name.upper()) and "SecretStr" in str(field.annotation):
-                names.add(env)
-    return names
-
-
-def name(obj: Obj) -> str:
-    return f"{obj['kind']}/{obj['metadata']['name']}"
-
-
-def pod_spec(obj: Obj) -> dict[str, Any] | None:
-    if obj["kind"] == "CronJob":
-        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    if obj["kind"] in WORKLOADS:
-        return obj["spec"]["template"]["spec"]
-    return None
-
-
-def containers(obj: Obj) -> Iterator[tuple[str, dict[str, Any]]]:
-    spec = pod_spec(obj)
-    if spec is None:
-        return
-    for c in spec.get("initContainers", []) + spec.get("containers", []):
-        yield f"{name(obj)}[{c['name']}]", c
-
-
-def workloads(objs: list[Obj]) -> list[Obj]:
-    return [o for o in objs if o["kind"] in WORKLOADS]
-
-
-def args_of(obj: Obj) -> list[str]:
-    spec = pod_spec(obj) or {}
-    c = spec.get("containers", [{}])[0]
-    return [*c.get("command", []), *c.get("args", [])]
-
-
-def is_worker(obj: Obj) -> bool:
-    return obj["kind"] == "Deployment" and args_of(obj)[:1] == ["worker"]
-
-
-def worker_queues(obj: Obj) -> list[str]:
-    a = args_of(obj)
-    for flag in ("--queues", "-Q"):
-        if flag in a:
-            return a[a.index(flag) + 1].split(",")
-    return []
-
-
-def mesh_settings(objs: list[Obj]) -> MeshSettings:
-    return MeshSettings.load(settings_configmap(objs))
+PARENT_OVERHEAD_BYTES = 512 * 2**20
+"""Room for a prefork worker's parent process next to its children."""
 
 
 # ------------------------------------------------------------------ checks
@@ -202,20 +161,6 @@ def check_beat(objs: list[Obj]) -> list[str]:
            for o in objs):
         out.append(f"{name(b)}: autoscaled")
     return out
-
-
-QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-         "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-PARENT_OVERHEAD_BYTES = 512 * 2**20
-"""Room for a prefork worker's parent process next to its children."""
-
-
-def memory_bytes(quantity: str) -> int:
-    m = QUANTITY.match(str(quantity))
-    if not m:
-        raise ValueError(f"unsupported memory quantity {quantity!r}")
-    return int(float(m.group(1)) * UNITS[m.group(2)])
 
 
 def check_workers(objs: list[Obj]) -> list[str]:
