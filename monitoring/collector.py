@@ -136,7 +136,7 @@ def _queue_families(snap: Snapshot, settings: Any) -> Iterator[Any]:
     age: dict[str, float] = {}
     limit: dict[str, float] = {}
     for r in snap.running:
-        q = r.get("queue") if r.get("queue") in per_queue else "other"
+        q = str(r.get("queue")) if r.get("queue") in per_queue else "other"
         per_queue[q] = per_queue.get(q, 0) + 1
         name = str(r.get("task", "other"))
         age[name] = max(age.get(name, 0.0), float(r["age_s"]))

@@ -108,7 +108,7 @@ def init(settings: Any) -> bool:
             include_local_variables=False,
             max_request_body_size="never",
             traces_sample_rate=mon.sentry_traces_sample_rate,
-            before_send=before_send,
+            before_send=before_send,  # type: ignore[arg-type]  # Event is a TypedDict
             integrations=[
                 CeleryIntegration(monitor_beat_tasks=True, propagate_traces=True),
                 RedisIntegration(),

@@ -34,7 +34,8 @@ def exporter_cmd(port: int | None, address: str) -> None:
     client = make_client(settings.redis)
     metrics.bind_store(client, Keys(settings.redis.key_prefix))
     reg = CollectorRegistry()
-    reg.register(MeshCollector(client, settings, lambda: list(registry)))
+    workflows = sorted(registry.workflows.values(), key=lambda w: w.name)
+    reg.register(MeshCollector(client, settings, lambda: workflows))
     port = port or settings.monitoring.exporter_port
     server, _thread = start_http_server(port, addr=address, registry=reg)
     click.echo(f"mesh exporter: /metrics on {address}:{port}", err=True)

@@ -113,8 +113,9 @@ def status_cmd(as_json: bool) -> None:
     settings = load_settings()
     registry = load_workflows(settings)
     client = make_client(settings.redis)
+    workflows = sorted(registry.workflows.values(), key=lambda w: w.name)
     with translate_errors("mesh status"):  # BrokerUnavailable: exit 2 (workers.cli.main)
-        snap = take(client, settings, list(registry), now=time.time())
+        snap = take(client, settings, workflows, now=time.time())
     data = status_data(snap)
     if as_json:
         emit_json(data)
