@@ -10,10 +10,11 @@ after a promotion, starts the rescoring of all customers (``churn-rescore``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chains.registry import REGISTRY, On, RunContext
 from events.base import Envelope
+from events.catalog import ModelRetrainRequested
 from mesh.settings import MeshSettings
 from workers.schedule import SCHEDULE_BUILDERS
 
@@ -25,14 +26,14 @@ VERSION = "1"
 
 @REGISTRY.workflow(
     "retrain",
-    on=[On("model.retrain_requested", where=lambda env: env.payload.model == "churn",
+    on=[On("model.retrain_requested", where=lambda env: getattr(env.payload, "model", None) == "churn",
            description="model == churn")],
     version=VERSION,
     sla_s=8 * 86400,  # weekly schedule plus a day
 )
 def build(env: Envelope, ctx: RunContext) -> Signature:
     """Train a churn model candidate; promote it only if it is not worse."""
-    p = env.payload
+    p = cast(ModelRetrainRequested, env.payload)
     request = {"event_id": env.event_id, "samples": p.samples, "reason": p.reason,
                "occurred_at": env.occurred_at.isoformat()}
     return ctx.sig("mesh.retrain.churn", ctx.meta, request, step="train")

@@ -89,3 +89,24 @@ def test_s3_unreachable_is_transient() -> None:
 def test_s3_backend_without_bucket_is_refused() -> None:
     with pytest.raises(ConfigError, match="s3_bucket"):
         make_store(MeshSettings.load({"MESH_ARTIFACTS_BACKEND": "s3"}).artifacts)
+
+
+def test_model_registry_on_s3(moto_url: str, bucket: str, settings: MeshSettings) -> None:
+    """A trained model stored in S3, promoted, loaded back by the scorer: same scores."""
+    from workers.churn import features as F
+    from workers.churn import synth
+    from workers.churn.scoring import services
+    from workers.churn.training import train_and_maybe_promote
+    from workers.runtime import Runtime
+
+    s3 = s3_settings(moto_url, bucket)
+    rt = Runtime(MeshSettings.load({**settings.to_env(), **s3.to_env()}))
+    svc = services(rt)
+    out = train_and_maybe_promote(svc.registry, samples=800, seed=3)
+    assert out.promoted
+    assert svc.registry.get(out.candidate_version)["artifact"] == (
+        f"s3://{bucket}/team-a/models/churn/{out.candidate_version}.json")
+    ptr, served = svc.model.get()
+    assert ptr.version == out.candidate_version == served.version
+    x = F.matrix(synth.customers(20, seed=4))
+    assert (served.predict(x) == svc.registry.load(out.candidate_version).predict(x)).all()

@@ -69,7 +69,8 @@ def normalize(raw: Mapping[Any, Any]) -> tuple[dict[str, Any], list[str]]:
             else:
                 out[name] = int(float(_text(src[name])))
         if src.get("mrr") in (None, b"", ""):
-            out["mrr"], _ = DEFAULTS["mrr"], imputed.append("mrr")
+            out["mrr"] = DEFAULTS["mrr"]
+            imputed.append("mrr")
         else:
             out["mrr"] = float(_text(src["mrr"]))
         plan = _text(src["plan"]) if src.get("plan") not in (None, b"", "") else None

@@ -121,10 +121,12 @@ class ModelRegistry:
     def promoted(self) -> Pointer | None:
         with translate_errors("model registry"):
             raw = self.client.hgetall(self.promoted_key)
-        if not raw or b"version" not in raw:
+        if not raw or (b"version" not in raw and "version" not in raw):
             return None
-        return Pointer(raw[b"version"].decode(), int(raw.get(b"seq", b"0")),
-                       float(raw.get(b"promoted_at", b"0")), raw.get(b"reason", b"").decode())
+        text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+        return Pointer(text["version"], int(text.get("seq", "0")),
+                       float(text.get("promoted_at", "0")), text.get("reason", ""))
 
     def promote(self, version: str, reason: str = "") -> Pointer:
         """Point scoring at ``version`` (also a rollback: any registered version)."""

@@ -63,6 +63,10 @@ PROFILE_FIELDS = {
 }
 
 
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def order_of(version: int, occurred_at: datetime) -> str:
     return f"{version:010d}.{int(occurred_at.timestamp() * 1000):015d}"
 
@@ -105,11 +109,13 @@ class ProfileStore:
 
     def put(self, profile: dict[str, Any], *, revision: int = 1) -> None:
         """Write a whole profile (seeding from the synthetic generator, tests)."""
-        fields = {k: str(v) for k, v in profile.items() if v is not None and k != "customer_id"}
+        fields: dict[str, str | int] = {k: str(v) for k, v in profile.items()
+                                        if v is not None and k != "customer_id"}
+        fields["_rev"] = revision
         cid = profile["customer_id"]
         with translate_errors("profile store"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(self.key(cid), mapping={**fields, "_rev": revision})
+            pipe.hset(self.key(cid), mapping=fields)  # type: ignore[arg-type]
             pipe.zadd(self.index_key, {cid: 0}, nx=True)
             pipe.execute()
 
@@ -117,7 +123,7 @@ class ProfileStore:
         """Raw stored fields (``_rev`` included); empty if unknown."""
         with translate_errors("profile store"):
             raw = self.client.hgetall(self.key(customer_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_s(k): _s(v) for k, v in raw.items()}
 
     def get_many(self, customer_ids: list[str]) -> list[dict[str, Any]]:
         with translate_errors("profile store"):
@@ -125,7 +131,7 @@ class ProfileStore:
             for cid in customer_ids:
                 pipe.hgetall(self.key(cid))
             rows = pipe.execute()
-        return [{k.decode(): v.decode() for k, v in row.items()} for row in rows]
+        return [{_s(k): _s(v) for k, v in row.items()} for row in rows]
 
     def count(self) -> int:
         with translate_errors("profile store"):
@@ -137,11 +143,11 @@ class ProfileStore:
         Ranges by id, not by position: a customer added while the rescoring runs shifts
         no other customer out of its shard."""
         with translate_errors("profile store"):
-            ids = [x.decode() for x in self.client.zrange(self.index_key, 0, -1)]
+            ids = [_s(x) for x in self.client.zrange(self.index_key, 0, -1)]
         starts = ids[::shard_size]
         return [(lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
 
     def ids_between(self, lo: str, hi: str | None) -> list[str]:
         with translate_errors("profile store"):
             raw = self.client.zrangebylex(self.index_key, f"[{lo}", f"({hi}" if hi else "+")
-        return [x.decode() for x in raw]
+        return [_s(x) for x in raw]

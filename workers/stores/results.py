@@ -47,6 +47,10 @@ return {'written', prev, ''}
 """
 
 
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 @dataclass(frozen=True)
 class WriteOutcome:
     status: str
@@ -141,7 +145,7 @@ class ChurnResults:
             raw = self.client.hgetall(self.key(customer_id))
         if not raw:
             return None
-        out: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        out: dict[str, Any] = {_s(k): _s(v) for k, v in raw.items()}
         out["score"] = float(out["score"])
         out["profile_revision"] = int(out["profile_revision"])
         out["model_seq"] = int(out["model_seq"])
