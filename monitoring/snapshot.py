@@ -4,7 +4,8 @@ running tasks, workflow freshness, result staleness, the GPU backlog.
 Both ``mesh exporter`` (``monitoring.collector``, at every scrape) and ``mesh status``
 read through here, so the dashboard and the status screen cannot disagree. Every read
 is bounded (a fixed number of commands per partition / queue / workflow); nothing scans
-the keyspace.
+the keyspace. The only writes: a workflow's first-seen time, and the removal of
+heartbeats and running-task entries left behind by killed workers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from monitoring.metrics import results_key
 UNACKED_PARSE_MAX = 10_000
 """Reserved tasks are counted per queue from at most this many unacked messages."""
 PRIORITY_SEP = "\x06\x16"
+HEARTBEAT_FORGET_S = 86_400
+"""Heartbeats silent this long are deleted (the worker is not coming back)."""
 
 
 @dataclass
@@ -181,28 +184,39 @@ def _queues(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
 def _workers(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot) -> None:
     alive: Counter[str] = Counter({q: 0 for q in ALL_QUEUES})
     procs: Counter[str] = Counter({q: 0 for q in ALL_QUEUES})
-    for _node, raw in client.hgetall(workers_key(keys)).items():
+    gone: list[Any] = []
+    for node, raw in client.hgetall(workers_key(keys)).items():
         try:
             beat = json.loads(raw)
         except ValueError:
             continue
-        if snap.taken_at - float(beat.get("ts", 0)) > settings.monitoring.worker_dead_after_s:
+        silent_s = snap.taken_at - float(beat.get("ts", 0))
+        if silent_s > HEARTBEAT_FORGET_S:  # killed without a clean shutdown, long ago
+            gone.append(node)
+        if silent_s > settings.monitoring.worker_dead_after_s:
             continue
         for q in beat.get("queues", []):
             alive[q] += 1
             procs[q] += int(beat.get("concurrency", 1))
     snap.workers, snap.worker_processes = dict(alive), dict(procs)
+    if gone:
+        client.hdel(workers_key(keys), *gone)
     horizon = settings.celery.visibility_timeout_s
+    stale: list[Any] = []
     for task_id, raw in client.hgetall(running_key(keys)).items():
         try:
             entry = json.loads(raw)
         except ValueError:
+            stale.append(task_id)
             continue
         age = snap.taken_at - float(entry.get("started", snap.taken_at))
-        if age > horizon:  # redelivered long ago; a worker died without cleaning up
+        if age > horizon:  # redelivered long ago; its worker died without cleaning up
+            stale.append(task_id)
             continue
         entry["task_id"], entry["age_s"] = _s(task_id), max(age, 0.0)
         snap.running.append(entry)
+    if stale:
+        client.hdel(running_key(keys), *stale)
 
 
 def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snapshot) -> None:
