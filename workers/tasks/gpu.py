@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -77,6 +78,8 @@ def _on_batch(rt: Any) -> Callable[[BatchReport], None]:
     windows = Windows.parse(rt.settings.gpu.offpeak_windows)
 
     def hook(rep: BatchReport) -> None:
+        log.debug("batch %s size=%d wait=%.3fs run=%.3fs", rep.task_type, rep.size, rep.wait_s,
+                  rep.run_s)
         _metric("gpu_batch", rep.size, rep.wait_s, rep.task_type)
         _metric("gpu_seconds", rep.run_s, rep.task_type)
         offpeak = windows.is_open(datetime.now(UTC))
@@ -113,21 +116,52 @@ def _was_deferred() -> bool:
     return bool(getattr(req, "mesh_deferred", 0)) if req is not None else False
 
 
+class BusyTracker:
+    """Whether this worker host has GPU tasks in progress, for the autoscaler.
+
+    Counted in-process; Redis is written only when the count goes 0 -> 1 or back to 0
+    (and refreshed at most every ``refresh_s`` while busy), so a batch of 64 items costs
+    two writes, not 128.
+    """
+
+    def __init__(self, rt: Any, refresh_s: float = 60.0) -> None:
+        self.r, self.keys = rt.redis, rt.keys
+        self.host = socket.gethostname()
+        self.refresh_s = refresh_s
+        self._n = 0
+        self._written = 0.0
+        self._lock = threading.Lock()
+
+    def _write(self, busy: bool) -> None:
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.keys.gpu_busy(), self.host, int(busy))
+        pipe.hset(self.keys.gpu_busy_seen(), self.host, now)
+        pipe.execute()
+        self._written = now
+
+    def __enter__(self) -> BusyTracker:
+        with self._lock:
+            self._n += 1
+            if self._n == 1 or time.time() - self._written > self.refresh_s:
+                self._write(True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._n -= 1
+            if self._n == 0:
+                self._write(False)
+
+
 def run_batched(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]],
                 item: Any) -> Any:
     """Hand ``item`` to the micro-batcher and return its own result. While waiting, the
     worker host counts as busy (the autoscaler never removes it)."""
-    host = socket.gethostname()
-    busy, seen = rt.keys.gpu_busy(), rt.keys.gpu_busy_seen()
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.hincrby(busy, host, 1).hset(seen, host, time.time()).execute()
-    try:
-        tag = "deferred" if _was_deferred() else "direct"
+    tag = "deferred" if _was_deferred() else "direct"
+    with rt.service("gpu.busy", BusyTracker):
         return batcher_for(rt, task_type, fn)(
             item, timeout_s=rt.settings.celery.task_soft_time_limit_s, tag=tag)
-    finally:
-        pipe = rt.redis.pipeline(transaction=False)
-        pipe.hincrby(busy, host, -1).hset(seen, host, time.time()).execute()
 
 
 def _embed_item(item: Any) -> tuple[str, dict[str, Any]]:
