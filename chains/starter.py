@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celery.canvas import Signature
+
 from chains.registry import RunContext, WorkflowRegistry
 from events.base import Envelope
 from events.routing import StartRequest
@@ -25,7 +27,6 @@ from mesh.errors import BrokerUnavailable, PermanentError
 
 if TYPE_CHECKING:
     from celery import Celery
-    from celery.canvas import Signature
 
 __all__ = ["CeleryStarter", "StartRequest"]
 
@@ -76,9 +77,12 @@ class CeleryStarter:
                                       task_id=f"{req.run_id}:finished", immutable=True)
         fields = req.fields if req.fields is not None else encode(req.env, self.max_payload_bytes)
         errback = self.app.signature(FAILED_TASK, args=(ctx.meta, fields, started_at))
-        full = body | finished
-        full.link_error(errback)
-        return full
+        _link_error_everywhere(body, errback)
+        finished.link_error(errback)
+        if type(body) is Signature:  # one task: a callback costs less than a chain
+            body.link(finished)
+            return body
+        return body | finished
 
     def start(self, req: StartRequest) -> None:
         err = self.start_many([req])[0]
@@ -131,6 +135,22 @@ class CeleryStarter:
                     yield lambda canvas: canvas.apply_async()
             finally:
                 del self.app.producer_or_acquire
+
+
+def _link_error_everywhere(canvas: Any, errback: Signature) -> None:
+    """Put ``errback`` on every task of the canvas, chord headers included (Celery's own
+    ``chord.link_error`` reaches only the body unless a setting says otherwise)."""
+    from celery.canvas import _chain, _chord, group
+
+    if isinstance(canvas, _chord):
+        for t in canvas.tasks:
+            _link_error_everywhere(t, errback)
+        _link_error_everywhere(canvas.body, errback)
+    elif isinstance(canvas, (_chain, group)):
+        for t in canvas.tasks:
+            _link_error_everywhere(t, errback)
+    else:
+        canvas.link_error(errback)
 
 
 def describe(req: StartRequest) -> dict[str, Any]:
