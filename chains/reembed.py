@@ -8,7 +8,7 @@ with the latest event.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import chain
 
@@ -30,7 +30,7 @@ VERSION = "1"
 )
 def build(env: Envelope, ctx: RunContext) -> Signature:
     """Keep the vectors of a document in step with its text."""
-    p = env.payload
+    p: Any = env.payload  # ContentCreated | ContentUpdated | ContentDeleted
     if env.type == "content.deleted":
         return ctx.sig("mesh.embedding.delete", ctx.meta, p.content_id, env.event_id,
                        step="delete")

@@ -104,7 +104,7 @@ def generate(rt: Any, brief_d: dict[str, Any], meta: dict[str, Any],
                  "; ".join(report.feedback))
         attempts.add(entry)
         history.append(entry)
-        feedback, failed = entry["feedback"], entry["failed"]
+        feedback, failed = report.feedback, list(entry["failed"])  # type: ignore[call-overload]
     reason = (f"content {brief.content_id} failed its quality checks {max_attempts} times; "
               "last: " + "; ".join(feedback))
     _dead_letter(rt, meta, brief, wire or {}, reason)

@@ -78,8 +78,10 @@ class StoredDoc:
     meta: dict[str, str]
 
 
-def _s(v: bytes | None) -> str:
-    return v.decode("utf-8") if v is not None else ""
+def _s(v: bytes | str | None) -> str:
+    if v is None:
+        return ""
+    return v.decode("utf-8") if isinstance(v, bytes) else v
 
 
 def parse_doc(raw: dict[bytes, bytes]) -> StoredDoc | None:
@@ -115,11 +117,11 @@ class VectorStore:
     # -- reads -------------------------------------------------------------------------
     def models(self) -> list[str]:
         with translate_errors("vector store"):
-            return sorted(_s(m) for m in self._r.smembers(self._models))  # type: ignore[union-attr]
+            return sorted(_s(m) for m in self._r.smembers(self._models))  # type: ignore[union-attr,arg-type]
 
     def content_ids(self, model: str) -> list[str]:
         with translate_errors("vector store"):
-            return sorted(_s(m) for m in self._r.smembers(self._ids(model)))  # type: ignore[union-attr]
+            return sorted(_s(m) for m in self._r.smembers(self._ids(model)))  # type: ignore[union-attr,arg-type]
 
     def get(self, model: str, content_id: str) -> StoredDoc | None:
         with translate_errors("vector store"):
@@ -167,7 +169,7 @@ class VectorStore:
                             mapping[f"c:{c.index}:v"] = have[c.hash]
                         pipe.multi()
                         pipe.delete(key)
-                        pipe.hset(key, mapping=mapping)
+                        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                         pipe.sadd(self._ids(model), content_id)
                         pipe.sadd(self._models, model)
                         pipe.execute()
