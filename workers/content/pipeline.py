@@ -22,6 +22,7 @@ from events.catalog import ContentUpdated
 from mesh.errors import QualityCheckFailed
 from mesh.redis_conn import translate_errors
 from mesh.settings import MeshSettings
+from monitoring import metrics
 from workers.content import seo
 from workers.content.prompt import Brief, brief_from_event
 from workers.content.providers import GenerationRequest, Provider, make_provider
@@ -121,7 +122,6 @@ def _dead_letter(rt: Any, meta: dict[str, Any], brief: Brief, wire: dict[str, st
     failed run itself (what the callback would have done).
     """
     from events.dlq import DeadLetters
-    from monitoring import metrics
     from workers.runstats import RunStats
 
     run_id = meta["run_id"]
@@ -158,6 +158,7 @@ def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
         producer="mesh.content",
         event_id=uuid.uuid5(PUBLISH_NAMESPACE, f"{meta['run_id']}:v{saved.version}").hex)
     published = rt.publisher.publish(env)
+    metrics.result_updated("content", brief.content_id)
     return {"content_id": brief.content_id, "version": saved.version, "created": saved.created,
             "published_event_id": published, "model_version": draft["model_version"],
             "attempts": draft["attempts"], "event_id": brief.event_id,

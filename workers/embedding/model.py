@@ -84,6 +84,9 @@ def load_model(gpu: GpuSettings | None = None) -> EmbeddingModel:
     dim = int(encoder.get_embedding_dimension() or 384)
     model = EmbeddingModel(encoder, model_version(), device, dim)
     log.info("loaded %r", model)
+    from monitoring import metrics
+
+    metrics.model_in_use("embedding", model.version)
     return model
 
 

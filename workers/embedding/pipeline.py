@@ -15,6 +15,7 @@ import numpy as np
 
 from mesh.errors import PermanentError
 from mesh.settings import MeshSettings
+from monitoring import metrics
 from workers.embedding import model as model_mod
 from workers.embedding.chunking import Chunk, chunk_text, document_text, text_hash
 from workers.embedding.vectors import Hit, VectorStore
@@ -65,11 +66,14 @@ def embed_plan(rt: Any, plan_: dict[str, Any], meta: dict[str, Any]) -> dict[str
     res = store.upsert(version, plan_["content_id"], int(plan_["version"]), chunks_of(plan_),
                        embed, meta | {"event_id": plan_.get("event_id", "")},
                        title=plan_.get("title", ""))
+    if not res.stale:
+        metrics.result_updated("embedding", res.content_id)
     return res.as_dict() | {"event_id": plan_.get("event_id", ""), **_meta(meta)}
 
 
 def delete(rt: Any, content_id: str, meta: dict[str, Any], event_id: str = "") -> dict[str, Any]:
     removed = VectorStore(rt.redis, rt.keys).delete(content_id)
+    metrics.result_removed("embedding", content_id)
     return {"content_id": content_id, "removed": removed, "event_id": event_id, **_meta(meta)}
 
 
