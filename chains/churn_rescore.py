@@ -41,12 +41,12 @@ def build(env: Envelope, ctx: RunContext) -> Signature:
     header = [ctx.sig("mesh.churn.rescore_shard", ctx.meta, lo, hi, env.event_id, step=f"shard-{i}")
               for i, (lo, hi) in enumerate(bounds)]
     failed = ctx.sig("mesh.churn.rescore_failed", ctx.meta, step="failed")
-    for part in header:
+    for i, part in enumerate(header):
         # On each header task too (what ``task_allow_error_cb_on_chord_header`` will make
         # the default): a failing shard is reported as soon as it fails, and this link
         # survives the starter appending ``mesh.run.finished`` (``chord | task`` rebuilds
         # the body as a chain, whose own options do not carry the body's errbacks).
-        part.link_error(failed.clone())
+        part.link_error(ctx.sig("mesh.churn.rescore_failed", ctx.meta, step=f"shard-{i}-failed"))
     canvas = chord(header, body)
     with warnings.catch_warnings():  # Celery's notice about that future default
         warnings.simplefilter("ignore", CPendingDeprecationWarning)

@@ -100,3 +100,11 @@ def test_synthetic_label_noise_only_touches_labels() -> None:
     d = synth.dataset(500, seed=9)
     noisy = synth.with_label_noise(d, 1.0, seed=9)
     assert noisy.profiles is d.profiles and (noisy.labels != d.labels).any()
+
+
+def test_ensure_model_trains_once(settings: MeshSettings) -> None:
+    from workers.churn.lifecycle import ensure_model
+
+    first = ensure_model(settings, samples=600)
+    assert "trained and promoted" in first and "ROC AUC" in first
+    assert "already promoted" in ensure_model(settings, samples=600)

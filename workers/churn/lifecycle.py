@@ -58,3 +58,21 @@ def scheduled_request(rt: Any, now: datetime | None = None) -> str:
     key = f"model.retrain_requested:churn:scheduled:{now:%Y-%m-%dT%H}"
     event = ModelRetrainRequested(reason="scheduled", samples=rt.settings.workflows.retrain_samples)
     return rt.publisher.publish(Envelope.wrap(event, idempotency_key=key, producer="beat"))  # type: ignore[no-any-return]
+
+
+def ensure_model(settings: Any, *, samples: int | None = None, seed: int = 7) -> str:
+    """Train and promote a first churn model when none is promoted (the demo's set-up,
+    a fresh environment). Returns a one-line note for a summary."""
+    from workers.runtime import Runtime
+
+    rt = Runtime(settings)
+    registry = services(rt).registry
+    ptr = registry.promoted()
+    if ptr is not None:
+        return f"churn model {ptr.version} already promoted"
+    wf = settings.workflows
+    out = train_and_maybe_promote(registry, samples=samples or wf.retrain_samples, seed=seed,
+                                  holdout_fraction=wf.retrain_holdout_fraction,
+                                  reason="first model", provenance={"producer": "ensure_model"})
+    return (f"churn model {out.candidate_version} trained and promoted "
+            f"(held-out ROC AUC {out.candidate_metrics['roc_auc']:.3f})")
