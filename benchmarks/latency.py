@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="1 s phases (a smoke run)")
     ap.add_argument("--rate", type=float, default=200.0, help="events per second")
     args = ap.parse_args(argv)
-    return emit("latency", run(quick=args.quick, rate_per_s=args.rate))
+    name = "latency" if args.rate == 200.0 else f"latency_{args.rate:g}per_s"
+    return emit(name, run(quick=args.quick, rate_per_s=args.rate))
 
 
 if __name__ == "__main__":
