@@ -29,11 +29,12 @@ import redis
 from events import outcomes as oc
 from events.base import Envelope
 from events.catalog import CATALOG, EventCatalog
-from events.coalesce import CoalesceStore, DueSlot
+from events.coalesce import CoalesceStore
 from events.dlq import DeadLetters
+from events.firing import SlotFirer, entry_ms
 from events.routing import Route, Router, StartRequest, WorkflowStarter
 from events.wire import decode, original_fields
-from mesh.errors import InvalidEvent, MeshError, PayloadTooLarge, TransientError, UnknownEventType
+from mesh.errors import InvalidEvent, PayloadTooLarge, TransientError, UnknownEventType
 from mesh.keys import Keys
 from mesh.settings import MeshSettings
 from monitoring import metrics
@@ -79,10 +80,6 @@ def reason_code(exc: InvalidEvent) -> str:
     return "invalid"
 
 
-def entry_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
 class Dispatcher:
     """Consumes the partition streams as one member of the consumer group."""
 
@@ -100,6 +97,7 @@ class Dispatcher:
         self.clock = clock
         self.dlq = DeadLetters(client, keys, settings.streams)
         self.coalesce = CoalesceStore(client, keys)
+        self.firer = SlotFirer(client, settings, keys, starter, self.dlq, self.coalesce, catalog)
         self.partitions = settings.streams.partitions
         self.streams = {keys.stream(p): p for p in range(self.partitions)}
         self.max_bytes = settings.streams.max_payload_bytes
@@ -151,11 +149,21 @@ class Dispatcher:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.redis.retry_max_backoff_s)
             except redis.ResponseError as exc:
+                ready = False
                 if "NOGROUP" in str(exc):  # Redis lost its data: recreate the group
                     log.warning("dispatcher: consumer group missing, recreating it")
-                    ready = False
                     continue
-                raise
+                log.error("dispatcher: Redis refused a command (%s); retrying in %.1fs",
+                          str(exc)[:300], backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.redis.retry_max_backoff_s)
+            except Exception:
+                # A bug met by some entry: never crash-loop the process. The batch stays
+                # unacknowledged; reclaiming it counts deliveries, so the entry that
+                # causes it ends in the DLQ as poison after max_deliveries.
+                log.exception("dispatcher: unexpected error; retrying in %.1fs", backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.redis.retry_max_backoff_s)
         return self.processed
 
     def _sleep(self, seconds: float) -> None:
@@ -177,7 +185,7 @@ class Dispatcher:
         entries = [Entry(self.streams[_s(stream)], _s(eid), dict(fields))
                    for stream, items in (rows or []) for eid, fields in items]
         if entries:
-            self.process(entries)
+            self.process_isolating(entries)
             n += len(entries)
         if time.monotonic() >= self._next_flush:
             self._next_flush = time.monotonic() + self.d.coalesce_tick_ms / 1000
@@ -200,7 +208,7 @@ class Dispatcher:
                     counts = self._delivery_counts(stream, entries)
                     for e in entries:
                         e.deliveries = counts.get(e.id, 1)
-                    self.process(entries)
+                    self.process_isolating(entries)
                     total += len(entries)
                 if deleted:
                     total += self._trimmed(p, [_s(i) for i in deleted])
@@ -233,6 +241,29 @@ class Dispatcher:
         return len(ids)
 
     # -- the batch ---------------------------------------------------------------------
+    def process_isolating(self, entries: list[Entry]) -> None:
+        """``process``; if it fails for a reason other than Redis or the broker (a bug
+        met by one entry), process the entries one by one, so that only the culprit
+        stays unacknowledged (and becomes poison once reclaimed often enough)."""
+        try:
+            self.process(entries)
+        except (*REDIS_ERRORS, redis.ResponseError, TransientError):
+            raise
+        except Exception:
+            log.exception("dispatcher: a batch of %d failed; processing it entry by entry",
+                          len(entries))
+            if len(entries) == 1:
+                return  # left pending: reclaimed later, poison after max_deliveries
+            for e in entries:
+                fresh = Entry(e.partition, e.id, e.fields, e.deliveries)
+                try:
+                    self.process([fresh])
+                except (*REDIS_ERRORS, redis.ResponseError, TransientError):
+                    raise
+                except Exception:
+                    log.exception("dispatcher: entry %s failed (delivery %d); left pending",
+                                  e.id, e.deliveries)
+
     def process(self, entries: list[Entry]) -> None:
         """Take a batch to its recorded outcomes (see the module docstring)."""
         live: list[Entry] = []
@@ -350,51 +381,7 @@ class Dispatcher:
     # -- coalescing ----------------------------------------------------------------------
     def flush_coalesced(self) -> int:
         """Start the runs of due coalescing slots. Returns how many started."""
-        now_ms = int(self.clock() * 1000)
-        started = 0
-        for p in range(self.partitions):
-            slots = self.coalesce.take(p, now_ms, self.d.claim_idle_ms)
-            if slots:
-                started += self._fire(p, slots, now_ms)
-        return started
-
-    def _fire(self, p: int, slots: list[DueSlot], now_ms: int) -> int:
-        ready: list[tuple[DueSlot, StartRequest | None]] = []
-        for slot in slots:
-            raw = {k.encode(): v.encode("utf-8", "surrogateescape") for k, v in slot.fields.items()}
-            try:
-                env = decode(raw, self.max_bytes, self.catalog)
-            except MeshError as exc:  # the catalog changed under a held event
-                self.dlq.add("invalid", f"held event no longer valid: {exc}", slot.fields,
-                             source="dispatcher", stream=self.keys.stream(p), entry_id=slot.entry_id)
-                ready.append((slot, None))
-                continue
-            attempt = slot.fields.get("replay", "")
-            run_id = self.starter.run_id(slot.workflow, env, attempt)
-            ready.append((slot, StartRequest(slot.workflow, env, run_id, slot.count, slot.fields)))
-        pipe = self.r.pipeline(transaction=False)
-        for _, req in ready:
-            if req is not None:
-                pipe.exists(self.keys.run_marker(p, req.run_id))
-        seen = iter(pipe.execute())
-        todo = [(slot, req) for slot, req in ready if req is not None and not next(seen)]
-        errors = self.starter.start_many([req for _, req in todo]) if todo else []
-        failed = {id(req) for (_, req), err in zip(todo, errors, strict=True) if err is not None}
-        pipe = self.r.pipeline(transaction=True)
-        for slot, req in ready:
-            if req is not None and id(req) in failed:
-                self.dlq.queue(pipe, self.dlq.entry(
-                    "build_failed", errors[[id(r) for _, r in todo].index(id(req))] or "",
-                    slot.fields, source="dispatcher", stream=self.keys.stream(p),
-                    entry_id=slot.entry_id))
-            elif req is not None:
-                pipe.set(self.keys.run_marker(p, req.run_id), slot.entry_id, ex=self.d.dedupe_ttl_s)
-            self.coalesce.done(pipe, slot, now_ms)
-        pipe.execute()
-        for slot, req in ready:
-            if req is not None and id(req) not in failed:
-                metrics.dispatch_latency(now_ms / 1000 - entry_ms(slot.entry_id) / 1000)
-        return len(todo) - len(failed)
+        return self.firer.fire_due(int(self.clock() * 1000))
 
 
 def _s(v: bytes | str) -> str:

@@ -202,3 +202,32 @@ def test_broker_outage_leaves_the_batch_unacknowledged(setup, r) -> None:  # typ
     assert len(starter.started) == 1
     [a] = audit(r, d.settings)
     assert a.settled and a.outcomes == {"started": 1}
+
+
+def test_an_entry_that_breaks_the_starter_ends_as_poison_alone(settings: MeshSettings,
+                                                                r: redis.Redis) -> None:
+    s = MeshSettings.load({**settings.to_env(), "MESH_DISPATCHER_MAX_DELIVERIES": "2"})
+    keys = Keys(s.redis.key_prefix)
+
+    class Buggy(RecordingStarter):
+        def start_many(self, reqs: Sequence[StartRequest]) -> list[str | None]:
+            if any(req.env.entity_key == "customer:bug" for req in reqs):
+                raise TypeError("a bug met by this one event")
+            return super().start_many(reqs)
+
+    starter = Buggy(_registry())
+    d = Dispatcher(r, s, keys, starter.registry, starter, consumer="test-bug")
+    d.ensure_groups()
+    Publisher(r, s.streams, keys).publish_many([_activity("ok1"), _activity("bug"), _activity("ok2")])
+    d.step()
+    # The innocent entries of the batch ran; the culprit stays pending ...
+    assert sorted(req.env.entity_key for req in starter.started) == ["customer:ok1", "customer:ok2"]
+    assert r.xpending(keys.stream(0), s.dispatcher.group)["pending"] == 1
+    # ... and once reclaimed more than max_deliveries times, it is poison.
+    deadline = time.monotonic() + 30
+    while DeadLetters(r, keys, s.streams).count() == 0 and time.monotonic() < deadline:
+        d.step()
+    [dl] = DeadLetters(r, keys, s.streams).list()
+    assert dl.reason_code == "poison" and dl.fields["key"] == "customer:bug"
+    [a] = audit(r, s)
+    assert a.settled and a.outcomes == {"started": 2, "dead_lettered": 1}
