@@ -171,7 +171,9 @@ class Controller:
             s = self.apps.read_namespaced_deployment_scale(self.name, self.ns)
         except Exception as exc:
             raise translate(exc, "get", "deployments/scale", self.ns) from exc
-        return int(s.spec.replicas or 0), s.metadata.resource_version
+        replicas = s.spec.replicas if s.spec is not None else 0
+        rv = s.metadata.resource_version if s.metadata is not None else None
+        return int(replicas or 0), rv
 
     def patch_scale(self, replicas: int, resource_version: str | None) -> None:
         body: dict[str, Any] = {"spec": {"replicas": replicas}}
@@ -193,6 +195,8 @@ class Controller:
             raise translate(exc, "list", "pods", self.ns) from exc
         busy_pods = []
         for pod in pods.items:
+            if pod.metadata is None or not pod.metadata.name:
+                continue
             name = pod.metadata.name
             want = BUSY_COST if name in busy else IDLE_COST
             if name in busy:
@@ -233,7 +237,7 @@ class Controller:
         return result
 
     def run(self, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-            sleep: Callable[[float], None] = time.sleep, stop: threading.Event | None = None,
+            sleep: Callable[[float], object] = time.sleep, stop: threading.Event | None = None,
             max_ticks: int | None = None,
             on_tick: Callable[[TickResult], None] | None = None) -> list[TickResult]:
         """Tick until stopped. Errors are logged with their message and retried with

@@ -76,6 +76,10 @@ class CelerySender:
                 sig.apply_async(**opts)
 
 
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def sig_resource(sig: dict[str, Any]) -> Resource | None:
     """The declared resource of a signature dict (a chain: of its first task)."""
     if sig.get("subtask_type") == "chain":
@@ -154,8 +158,9 @@ class Deferral:
         cutoff = now.timestamp()
 
         def due(n: int) -> list[str]:
-            return [m.decode() if isinstance(m, bytes) else m for m in self.r.zrangebyscore(
-                self.keys.gpu_held_due(), "-inf", cutoff, start=0, num=n)]
+            found: list[Any] = self.r.zrangebyscore(  # type: ignore[assignment]
+                self.keys.gpu_held_due(), "-inf", cutoff, start=0, num=n)
+            return [_s(m) for m in found]
 
         return self._release(due, "deadline", limit)
 
@@ -164,8 +169,8 @@ class Deferral:
         return self._release(self._fifo, "manual", None)
 
     def _fifo(self, n: int) -> list[str]:
-        return [m.decode() if isinstance(m, bytes) else m
-                for m in self.r.zrange(self.keys.gpu_held_order(), 0, n - 1)]
+        found: list[Any] = self.r.zrange(self.keys.gpu_held_order(), 0, n - 1)  # type: ignore[assignment]
+        return [_s(m) for m in found]
 
     def _release(self, pick: Callable[[int], list[str]], why: str, limit: int | None) -> int:
         token = uuid.uuid4().hex
@@ -227,7 +232,7 @@ class Deferral:
 
 
 def run_releaser(deferral: Deferral, *, clock: Clock = utcnow,
-                 sleep: Callable[[float], None] = time.sleep, interval_s: float | None = None,
+                 sleep: Callable[[float], object] = time.sleep, interval_s: float | None = None,
                  stop: threading.Event | None = None, max_ticks: int | None = None) -> int:
     """Tick ``release_due`` every ``interval_s`` until ``stop`` is set (or ``max_ticks``).
 

@@ -135,7 +135,7 @@ def releaser_cmd(interval_s: float | None) -> None:
     settings, client, keys = _clients()
     stop = _stop_on_signals()
     n = run_releaser(_deferral(settings, client, keys), interval_s=interval_s, stop=stop,
-                     sleep=lambda s: stop.wait(s))
+                     sleep=stop.wait)
     click.echo(f"releaser stopped; released {n} item(s)")
 
 
@@ -168,7 +168,7 @@ def autoscale_cmd(once: bool, dry_run: bool, api_host: str | None, as_json: bool
         res = ctl.run(max_ticks=1, on_tick=show)[0]
         raise SystemExit(1 if res.error else 0)
     stop = _stop_on_signals()
-    ctl.run(stop=stop, sleep=lambda s: stop.wait(s), on_tick=show)
+    ctl.run(stop=stop, sleep=stop.wait, on_tick=show)
 
 
 @gpu_group.command("cost")
