@@ -129,3 +129,25 @@ def test_wrong_result_count_fails_the_items_not_the_thread() -> None:
     b.close()
     with pytest.raises(RuntimeError, match="closed"):
         b.submit(2)
+
+
+def test_batch_hook_records_gpu_seconds_per_task_type(settings) -> None:  # type: ignore[no-untyped-def]
+    """The worker's hook: metric by task type, and Redis GPU-seconds split between the
+    deferred and direct items of the pass."""
+    from prometheus_client import REGISTRY
+
+    from workers.runtime import Runtime
+    from workers.tasks.gpu import _on_batch
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"task_type": "bench-x"}) or 0.0
+
+    rt = Runtime(settings)
+    before = sample("mesh_gpu_seconds_total")
+    _on_batch(rt)(BatchReport("bench-x", 4, 0.01, 0.2, True,
+                              ("deferred", "direct", "direct", "direct")))
+    assert abs(sample("mesh_gpu_seconds_total") - before - 0.2) < 1e-9
+    assert sample("mesh_gpu_batch_size_count") >= 1
+    cost = {k.decode().rsplit("|", 1)[1]: float(v)
+            for k, v in rt.redis.hgetall(rt.keys.gpu_cost()).items()}
+    assert abs(cost["deferred"] - 0.05) < 1e-9 and abs(cost["direct"] - 0.15) < 1e-9

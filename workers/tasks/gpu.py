@@ -28,24 +28,13 @@ from gpu_pool.batching import BatchReport, MicroBatcher
 from gpu_pool.offpeak import Windows
 from gpu_pool.routing import Resource
 from mesh.errors import PermanentError
+from monitoring import metrics
 from workers.kinds import INFERENCE, STANDARD, task
 from workers.schedule import SCHEDULE_BUILDERS
 
 log = logging.getLogger(__name__)
 
 EMBED_MODEL_NAME = "all-MiniLM-L6-v2"
-
-
-def _metric(name: str, *args: Any) -> None:
-    """Call a metrics-facade function if this build has it (the facade never raises)."""
-    try:
-        from monitoring import metrics
-
-        fn = getattr(metrics, name, None)
-        if fn is not None:
-            fn(*args)
-    except Exception:  # pragma: no cover - metrics never fail a task
-        log.debug("metric %s failed", name, exc_info=True)
 
 
 def torch_device(configured: str | None) -> str:
@@ -80,8 +69,8 @@ def _on_batch(rt: Any) -> Callable[[BatchReport], None]:
     def hook(rep: BatchReport) -> None:
         log.debug("batch %s size=%d wait=%.3fs run=%.3fs", rep.task_type, rep.size, rep.wait_s,
                   rep.run_s)
-        _metric("gpu_batch", rep.size, rep.wait_s, rep.task_type)
-        _metric("gpu_seconds", rep.run_s, rep.task_type)
+        metrics.gpu_batch(rep.size, rep.wait_s, rep.task_type)
+        metrics.gpu_seconds(rep.run_s, rep.task_type)
         offpeak = windows.is_open(datetime.now(UTC))
         share = rep.run_s / max(rep.size, 1)
         deferred = sum(1 for t in rep.tags if t == "deferred")
@@ -202,9 +191,7 @@ def release_due(rt: Any) -> int:
     from gpu_pool.deferral import CelerySender, Deferral
 
     d = Deferral(rt.redis, rt.keys, rt.settings.gpu, CelerySender(rt.app))
-    n = d.release_due(datetime.now(UTC))
-    _metric("gpu_held", d.held_count())
-    return n
+    return d.release_due(datetime.now(UTC))
 
 
 def _beat_entry(settings: Any) -> dict[str, Any]:
