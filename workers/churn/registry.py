@@ -121,6 +121,12 @@ class ModelRegistry:
     def promoted(self) -> Pointer | None:
         with translate_errors("model registry"):
             raw = self.client.hgetall(self.promoted_key)
+        return self.parse_pointer(raw)
+
+    @staticmethod
+    def parse_pointer(raw: Any) -> Pointer | None:
+        """The pointer from the promoted hash's fields (read by callers that pipeline it
+        with other reads)."""
         if not raw or (b"version" not in raw and "version" not in raw):
             return None
         text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)

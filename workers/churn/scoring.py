@@ -16,6 +16,7 @@ import numpy as np
 from events.base import Envelope
 from events.catalog import ChurnHighRisk
 from mesh.errors import InvalidEvent, PermanentError
+from mesh.redis_conn import translate_errors
 from workers.churn import features as F
 from workers.churn.registry import ModelRegistry
 from workers.churn.serving import PromotedModel
@@ -45,10 +46,8 @@ def services(rt: Any) -> ChurnServices:
     return rt.service("churn", build)  # type: ignore[no-any-return]
 
 
-def event_doc(env: Envelope) -> dict[str, Any]:
-    """The JSON a churn run carries of its event (what the merge step needs)."""
-    return {"event_id": env.event_id, "type": env.type, "occurred_at": env.occurred_at.isoformat(),
-            "payload": env.payload.model_dump(mode="json", exclude_none=True)}
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 # -- the per-customer steps ---------------------------------------------------------------
@@ -67,8 +66,13 @@ def merge(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> dict[str, Any
 def score(rt: Any, merged: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Score the stored profile with the promoted model."""
     svc = services(rt)
-    ptr, model = svc.model.get()
-    raw = svc.profiles.get(merged["customer_id"])
+    with translate_errors("churn score"):  # pointer and profile in one round trip
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.hgetall(svc.registry.promoted_key)
+        pipe.hgetall(svc.profiles.key(merged["customer_id"]))
+        raw_ptr, raw_profile = pipe.execute()
+    ptr, model = svc.model.get(ModelRegistry.parse_pointer(raw_ptr))
+    raw = {_s(k): _s(v) for k, v in raw_profile.items()}
     normalized, imputed = F.normalize(raw)
     p = float(model.predict(F.vector(raw))[0])
     return {**merged, "profile_revision": int(raw.get("_rev", merged["profile_revision"])),

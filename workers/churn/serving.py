@@ -25,8 +25,9 @@ class PromotedModel:
         self.loads = 0
         """How many times an artifact was loaded (tests check the cache)."""
 
-    def get(self) -> tuple[Pointer, ChurnModel]:
-        ptr = self.registry.promoted()
+    def get(self, ptr: Pointer | None = None) -> tuple[Pointer, ChurnModel]:
+        """The promoted model; ``ptr`` when the caller has just read the pointer itself."""
+        ptr = ptr or self.registry.promoted()
         if ptr is None:
             raise NotFound(f"no {self.registry.name} model is promoted yet: run `mesh train`")
         with self._lock:

@@ -102,9 +102,10 @@ class ProfileStore:
         """Apply one event; returns (profile revision, whether anything changed)."""
         items = merge_items(event_type, payload, occurred_at)
         with translate_errors("profile store"):
-            rev, changed = self._merge(keys=[self.key(customer_id)],
-                                       args=[json.dumps(items), event_id])
-            self.client.zadd(self.index_key, {customer_id: 0}, nx=True)
+            pipe = self.client.pipeline(transaction=False)  # one round trip for both
+            self._merge(keys=[self.key(customer_id)], args=[json.dumps(items), event_id], client=pipe)
+            pipe.zadd(self.index_key, {customer_id: 0}, nx=True)
+            (rev, changed), _ = pipe.execute()
         return int(rev), bool(changed)
 
     def put(self, profile: dict[str, Any], *, revision: int = 1) -> None:
