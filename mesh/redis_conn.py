@@ -138,3 +138,33 @@ def acl_rule(user: str, password: str, key_prefix: str, db: int = 0) -> str:
         "resetchannels", f"&{key_prefix}:*", f"&{celery}/{db}.celery.pidbox",
         f"&{celery}/{db}.celeryev*", "-@all", "+@all", "-@admin", "-@dangerous",
     ])
+
+
+def patch_kombu_half_closed_channel() -> None:
+    """Keep a Celery worker alive when Redis goes away while it holds unacked messages.
+
+    Found by tests/reliability/test_fault_redis.py (celery 5.7 / kombu 5.7): on a lost
+    broker connection the consumer first ``collect()``s the connection (which clears the
+    transport's ``client``) and then ``close()``s it again; that second close re-enters
+    the Redis channel's close, whose unacked-restore builds a connection pool from the
+    cleared client and raises ``AttributeError: 'NoneType' object has no attribute
+    'hostname'``. It is not a connection error, so nothing catches it and the worker dies
+    with "Unrecoverable error" instead of reconnecting. Here it becomes a Redis
+    ``ConnectionError`` (what it is: the connection is gone), which kombu ignores while
+    closing; the unacked messages stay in Redis and are restored by the visibility
+    timeout sweep, as after any lost connection. Idempotent.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel
+    if getattr(channel, "_mesh_half_closed_patch", False):
+        return
+    original = channel._connparams
+
+    def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
+        if getattr(self.connection, "client", None) is None:
+            raise redis.ConnectionError("the broker connection is already closed")
+        return original(self, asynchronous=asynchronous)  # type: ignore[no-any-return]
+
+    channel._connparams = _connparams
+    channel._mesh_half_closed_patch = True
