@@ -80,11 +80,17 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def sig_resource(sig: dict[str, Any]) -> Resource | None:
-    """The declared resource of a signature dict (a chain: of its first task)."""
-    if sig.get("subtask_type") == "chain":
-        tasks = (sig.get("kwargs") or {}).get("tasks") or []
-        return sig_resource(tasks[0]) if tasks else None
+def sig_resource(sig: dict[str, Any] | list[Any]) -> Resource | None:
+    """The declared resource of a signature dict: a chain's or a group's first task, a
+    chord's header (the bulk part; its body is bookkeeping that runs when it is done)."""
+    if isinstance(sig, list):
+        return sig_resource(sig[0]) if sig else None
+    kind = sig.get("subtask_type")
+    kwargs = sig.get("kwargs") or {}
+    if kind in ("chain", "group"):
+        return sig_resource(kwargs.get("tasks") or [])
+    if kind == "chord":
+        return sig_resource(kwargs.get("header") or [])
     return resource_of_task(str(sig.get("task", "")))
 
 
@@ -113,6 +119,15 @@ class Deferral:
         self.sender = sender
         self.windows = windows if windows is not None else Windows.parse(gpu.offpeak_windows)
         self.group_size = gpu.group_size()
+
+    @classmethod
+    def for_app(cls, app: Any, client: redis.Redis | None = None) -> Deferral:
+        """The deferral of a mesh Celery app (``create_app``), sending through it."""
+        from mesh.redis_conn import make_client
+
+        settings = app.mesh_settings
+        return cls(client or make_client(settings.redis), Keys(settings.redis.key_prefix),
+                   settings.gpu, CelerySender(app))
 
     # -- submit ----------------------------------------------------------------------
     def submit(self, sig: dict[str, Any], *, now: datetime, deadline: datetime | None = None,

@@ -157,3 +157,29 @@ def test_deferral_disabled_sends_everything(gsettings: MeshSettings, r: redis.Re
     d = Deferral(r, Keys(s.redis.key_prefix), s.gpu, CelerySender(app))
     assert not d.submit(bulk(app, 1), now=NOON).held
     assert depths(r, d.keys).queued["gpu-batch"] == 1
+
+
+def test_canvases_are_held_by_their_bulk_part_and_released_whole(setup, r) -> None:  # type: ignore[no-untyped-def]
+    from celery import chain, chord, group
+
+    d, _, app = setup
+    ch = chain(app.signature("mesh.gpu.embed_bulk", args=("x",)),
+               app.signature("mesh.gpu.release_due"))
+    cd = chord(group(app.signature("mesh.gpu.embed_bulk", args=(f"s{i}",)) for i in range(3)),
+               app.signature("mesh.gpu.release_due"))
+    urgent_chain = chain(app.signature("mesh.gpu.embed", args=("now",)),
+                         app.signature("mesh.gpu.release_due"))
+    assert d.submit(json.loads(json.dumps(ch)), now=NOON).held
+    assert d.submit(json.loads(json.dumps(cd)), now=NOON).held
+    assert not d.submit(json.loads(json.dumps(urgent_chain)), now=NOON).held
+    assert queued(r, d) == {"gpu": 1, "gpu-batch": 0}
+    assert d.release_due(WINDOW_OPEN) == 2
+    # the chain's first task and the chord's three header tasks reach gpu-batch
+    assert queued(r, d) == {"gpu": 1, "gpu-batch": 4}
+
+
+def test_for_app_builds_from_the_app_settings(gsettings: MeshSettings) -> None:
+    app = create_app(gsettings)
+    d = Deferral.for_app(app)
+    assert d.group_size == 4 and d.keys.prefix == gsettings.redis.key_prefix
+    assert d.submit(bulk(app, 1), now=NOON).held and d.held_count() == 1
