@@ -91,3 +91,24 @@ def test_autoscale_once_and_forbidden_exit_code(settings: MeshSettings, r: redis
         assert out.exit_code == 1 and "forbidden" in out.output and "RBAC" in out.output
     finally:
         stub.stop()
+
+
+def test_releaser_process_releases_when_open_and_stops_on_sigterm(
+        settings: MeshSettings, r: redis.Redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    from tests.support.procs import start, wait_for
+
+    hold(settings, r, 7)
+    keys = Keys(settings.redis.key_prefix)
+    open_now = MeshSettings.load(settings.to_env() | {
+        "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'})
+    proc = start("releaser", ["gpu", "releaser", "--interval", "0.2"], open_now, tmp_path)
+    try:
+        wait_for(lambda: r.llen(keys.celery_prefix() + "gpu-batch") == 7, timeout_s=60,
+                 what="held items released by the releaser process")
+        assert r.zcard(keys.gpu_held_order()) == 0
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.output()[-2000:]
+    assert "released 7" in proc.output()
