@@ -30,10 +30,12 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 def enable(directory: str | os.PathLike[str] | None = None, *, clean: bool = True) -> Path:
     """Switch this process (and the children it forks) to multiprocess metrics.
 
-    ``directory`` defaults to a new temp folder, removed when this process exits;
+    ``directory`` defaults to ``$PROMETHEUS_MULTIPROC_DIR`` when set (e.g. an emptyDir
+    volume), else to a new temp folder removed when this process exits;
     ``clean`` empties a given folder first (files of an earlier run would otherwise be
     summed in), so a folder must not be shared by two live workers.
     """
+    directory = directory or os.environ.get(ENV) or None
     if directory:
         path = Path(directory)
         if clean and path.exists():
