@@ -171,3 +171,21 @@ def test_worker_logs_carry_no_secret(secure_redis: SecureRedis,
     log = w.output()
     for secret in (secure_redis.tenants[0].password, secure_redis.admin_password):
         assert secret not in log
+
+
+def test_worker_with_wrong_password_exits_at_once_with_the_reason(
+        secure_redis: SecureRedis, tmp_path: Path) -> None:
+    """Celery alone would retry a refused password forever; ``mesh worker`` checks the
+    credentials first and exits 1 with the reason (and no secret)."""
+    t = secure_redis.tenants[0]
+    bad_secret = "wrong-" + t.password[::-1]
+    s = secure_redis.settings(t, tmp_path, password=bad_secret)
+    w = start("worker-bad", ["worker", "-Q", "cpu", "-c", "1"], s, tmp_path / "logs")
+    try:
+        w.popen.wait(60)
+    finally:
+        w.stop()
+    out = w.output()
+    assert w.popen.returncode == 1, out[-2000:]
+    assert "Redis refused the credentials" in out
+    assert bad_secret not in out and t.password not in out

@@ -16,8 +16,24 @@ def _app():  # type: ignore[no-untyped-def]
     from workers.app import create_app
 
     settings = load_settings()
+    _check_credentials(settings)
     load_workflows(settings)
     return create_app(settings)
+
+
+def _check_credentials(settings) -> None:  # type: ignore[no-untyped-def]
+    """Exit at once, with a clear message, when Redis refuses the credentials or the ACL
+    user lacks a permission: Celery would retry that forever. An unreachable Redis is
+    left to Celery's reconnect backoff (it may simply not be up yet)."""
+    from mesh.errors import BrokerUnavailable, ConfigError
+    from mesh.redis_conn import check_connection
+
+    try:
+        check_connection(settings.redis, "broker")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except BrokerUnavailable:
+        pass
 
 
 @click.command("worker")
