@@ -85,12 +85,18 @@ def list_cmd(as_json: bool) -> None:
     if not versions:
         click.echo("no churn model yet: run `mesh train`")
         return
-    click.echo(f"{'':1} {'version':16}  {'roc_auc':>7}  {'brier':>6}  {'samples':>7}  registered")
+    # roc_auc: on the version's own held-out set; "then promoted": the model promoted at
+    # the time, scored on that same set (the comparison the promotion rule made).
+    click.echo(f"{'':1} {'version':16}  {'roc_auc':>7}  {'then promoted':>22}  {'brier':>6}  "
+               f"{'samples':>7}  registered")
     for v in versions:
         m = v.get("metrics", {})
+        ev = v.get("evaluation", {})
+        against = (ev.get("against_metrics") or {}).get("roc_auc")
+        then = f"{ev['against'][:12]} {against:.4f}" if ev.get("against") and against else "-"
         when = datetime.fromtimestamp(v.get("registered_at", 0), UTC).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{'*' if v['promoted'] else ' '} {v['version']:16}  {m.get('roc_auc', 0):7.4f}  "
-                   f"{m.get('brier', 0):6.4f}  {v.get('info', {}).get('samples', 0):7d}  {when}")
+                   f"{then:>22}  {m.get('brier', 0):6.4f}  {v.get('info', {}).get('samples', 0):7d}  {when}")
 
 
 @models_group.command("promote")
