@@ -57,6 +57,7 @@ class Entry:
     outcome: str | None = None
     dlq: tuple[str, str] | None = None
     """(reason_code, reason) once it is to be dead-lettered."""
+    failed_workflow: str | None = None
 
     @property
     def type_label(self) -> str:
@@ -282,13 +283,17 @@ class Dispatcher:
             except Exception as exc:  # a workflow's filter raised: that event's problem
                 e.dlq = ("route_failed", f"routing raised {type(exc).__name__}: {exc}"[:500])
                 continue
+            only = e.fields.get(b"route")
+            if only:  # a replay of one workflow's failure re-runs that workflow only
+                e.routes = [r for r in e.routes if r.workflow.encode() == only]
             live.append(e)
         requests, holders = self._decide(live)
         if requests:
             errors = self.starter.start_many([req for _, req in requests])
-            for (e, _), err in zip(requests, errors, strict=True):
+            for (e, req), err in zip(requests, errors, strict=True):
                 if err is not None and e.dlq is None:
                     e.dlq = ("build_failed", err)
+                    e.failed_workflow = req.workflow
         self._record(entries, requests, holders)
 
     def _decide(self, live: list[Entry]) -> tuple[list[tuple[Entry, StartRequest]], list[Entry]]:
@@ -362,7 +367,8 @@ class Dispatcher:
                     code, reason = e.dlq
                     self.dlq.queue(pipe, self.dlq.entry(
                         code, reason, e.text_fields, source="dispatcher",
-                        stream=self.keys.stream(p), entry_id=e.id, deliveries=e.deliveries))
+                        stream=self.keys.stream(p), entry_id=e.id, deliveries=e.deliveries,
+                        workflow=e.failed_workflow))
                     e.outcome = oc.DEAD_LETTERED
                 assert e.outcome is not None
                 tally.add(e.type_label, e.outcome)

@@ -16,12 +16,15 @@ stream       the event stream the entry came from (where replay sends it back)
 entry_id     the entry's id in that stream
 deliveries   how many times the dispatcher had read it
 error        the last error (workflow failures), truncated
+workflow     the one workflow that failed (``workflow_failed``, ``build_failed``), else
+             empty; a replay then re-runs only that workflow
 at_ms        when it was dead-lettered (Unix ms)
 fields       the original wire fields, one JSON object of strings
 ===========  ===========================================================================
 
 Replay re-appends the original fields (plus ``replay=<dlq id>``, so that dedupe and
-run ids treat it as a new attempt, not a duplicate) to the partition stream of its
+run ids treat it as a new attempt, not a duplicate, and ``route=<workflow>`` when the
+dead letter names the one workflow that failed) to the partition stream of its
 entity key, and deletes the DLQ entry, in one Lua script (atomic: a concurrent
 second replay of the same id finds nothing to replay).
 """
@@ -70,13 +73,14 @@ class DeadLetter:
     error: str
     at_ms: int
     fields: dict[str, str]
+    workflow: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "reason_code": self.reason_code, "reason": self.reason,
             "source": self.source, "type": self.type, "stream": self.stream,
             "entry_id": self.entry_id, "deliveries": self.deliveries, "error": self.error,
-            "at_ms": self.at_ms, "fields": self.fields,
+            "at_ms": self.at_ms, "fields": self.fields, "workflow": self.workflow,
         }
 
 
@@ -105,7 +109,8 @@ class DeadLetters:
     # -- writing ---------------------------------------------------------------------
     def entry(self, reason_code: str, reason: str, fields: Mapping[str, str], *, source: str,
               stream: str | None = None, entry_id: str | None = None,
-              deliveries: int | None = None, error: str | None = None) -> dict[str, str]:
+              deliveries: int | None = None, error: str | None = None,
+              workflow: str | None = None) -> dict[str, str]:
         """The DLQ stream fields for one dead letter (used by ``add`` and by the
         dispatcher, which queues them on its own MULTI with the XACK)."""
         return {
@@ -118,6 +123,7 @@ class DeadLetters:
             "deliveries": "" if deliveries is None else str(deliveries),
             "error": (error or "")[:MAX_ERROR_CHARS],
             "at_ms": str(int(time.time() * 1000)),
+            "workflow": (workflow or "")[:128],
             "fields": json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":")),
         }
 
@@ -128,14 +134,17 @@ class DeadLetters:
 
     def add(self, reason_code: str, reason: str, fields: Mapping[str, str], *, source: str,
             stream: str | None = None, entry_id: str | None = None,
-            deliveries: int | None = None, error: str | None = None) -> str:
+            deliveries: int | None = None, error: str | None = None,
+            workflow: str | None = None) -> str:
         """Dead-letter one event; returns the DLQ entry id.
 
         ``fields`` are the event's original wire fields (``events.wire``), so that it
-        can be replayed. Raises BrokerUnavailable when Redis is unreachable.
+        can be replayed; ``workflow`` names the one workflow to re-run on replay
+        (None: every workflow the event routes to). Raises BrokerUnavailable when Redis is unreachable.
         """
         data = self.entry(reason_code, reason, fields, source=source, stream=stream,
-                          entry_id=entry_id, deliveries=deliveries, error=error)
+                          entry_id=entry_id, deliveries=deliveries, error=error,
+                          workflow=workflow)
         with translate_errors("dead-letter"):
             new_id: Any = self._r.xadd(self._keys.dlq, data,  # type: ignore[arg-type]
                                   maxlen=self._streams.dlq_maxlen_approx, approximate=True)
@@ -224,8 +233,10 @@ class DeadLetters:
         return dl.stream if dl.stream in valid else self._keys.stream(0)
 
     def _replay_one(self, dl: DeadLetter) -> str | None:
-        fields = {k: v for k, v in dl.fields.items() if k != "replay"}
+        fields = {k: v for k, v in dl.fields.items() if k not in ("replay", "route")}
         fields["replay"] = dl.id
+        if dl.workflow:
+            fields["route"] = dl.workflow
         argv: list[str | int] = [dl.id, self._streams.maxlen_approx]
         for k, v in fields.items():
             argv += [k, v]
@@ -260,4 +271,5 @@ def _parse(rid: str, raw: Mapping[bytes | str, bytes | str]) -> DeadLetter:
         deliveries=int(deliveries) if deliveries.isdigit() else None,
         error=f.get("error", ""), at_ms=int(f.get("at_ms", "0") or 0),
         fields={str(k): str(v) for k, v in fields.items()},
+        workflow=f.get("workflow", ""),
     )

@@ -75,7 +75,7 @@ class SlotFirer:
                 self.dlq.queue(pipe, self.dlq.entry(
                     "build_failed", errors[[id(r) for _, r in todo].index(id(req))] or "",
                     slot.fields, source="dispatcher", stream=self.keys.stream(p),
-                    entry_id=slot.entry_id))
+                    entry_id=slot.entry_id, workflow=slot.workflow))
             elif req is not None:
                 pipe.set(self.keys.run_marker(p, req.run_id), slot.entry_id, ex=self.d.dedupe_ttl_s)
             self.coalesce.done(pipe, slot, now_ms)

@@ -13,6 +13,7 @@ producer   who published it (service name)
 payload    the event's fields as one JSON object (UTF-8)
 replay     optional, set only by ``mesh dlq replay``: the dead-letter entry id this is a
            replay of (dedupe and run ids then treat it as a new attempt)
+route      optional, set only by ``mesh dlq replay``: start only this workflow
 =========  ======================================================================
 
 The stream of an event is ``{<prefix>:p<N>}:events`` with ``N = crc32(key) % partitions``
@@ -31,7 +32,7 @@ from events.base import Envelope
 from events.catalog import CATALOG, EventCatalog
 from mesh.errors import InvalidEvent, PayloadTooLarge
 
-FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay")
+FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay", "route")
 REQUIRED = ("id", "type", "v", "ts", "payload")
 
 

@@ -146,6 +146,8 @@ def test_a_failed_run_is_dead_lettered_and_replays_after_a_fix(mesh: Mesh) -> No
     assert run["meta"]["workflow"] == "probe"
     assert all(d.id != dl.id for d in mesh.dlq.list(limit=1000))
     assert int(mesh.r.hget(mesh.keys.dlq_outcomes, "replayed") or 0) == 1
+    replayed = [f for _, f in mesh.r.xrange(mesh.keys.stream(0)) if f.get(b"replay") == dl.id.encode()]
+    assert [f[b"route"] for f in replayed] == [b"probe"]  # only the failed workflow re-runs
 
 
 def test_mesh_audit_is_clean(mesh: Mesh) -> None:

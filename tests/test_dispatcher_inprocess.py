@@ -231,3 +231,26 @@ def test_an_entry_that_breaks_the_starter_ends_as_poison_alone(settings: MeshSet
     assert dl.reason_code == "poison" and dl.fields["key"] == "customer:bug"
     [a] = audit(r, s)
     assert a.settled and a.outcomes == {"started": 2, "dead_lettered": 1}
+
+
+def test_a_replay_naming_a_workflow_reruns_only_that_workflow(settings: MeshSettings,
+                                                              r: redis.Redis) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    reg = _registry()
+    reg.add(Workflow("probe-2", "1", (On("customer.activity"),), lambda env, ctx: None))
+    starter = RecordingStarter(reg)
+    d = Dispatcher(r, settings, keys, reg, starter, consumer="test-route")
+    d.ensure_groups()
+    Publisher(r, settings.streams, keys).publish(_activity("x1"))
+    _drain(d, 2)
+    assert sorted(req.workflow for req in starter.started) == ["probe", "probe-2"]
+    # Given probe-2's run failed and was dead-lettered naming it
+    fields = {k.decode(): v.decode() for k, v in r.xrange(keys.stream(0))[0][1].items()}
+    dlq = DeadLetters(r, keys, settings.streams)
+    dl_id = dlq.add("workflow_failed", "probe-2 failed", fields, source="t", workflow="probe-2")
+    # When it is replayed
+    dlq.replay([dl_id])
+    _drain(d, 2)
+    # Then only probe-2 runs again, as a new run
+    assert [req.workflow for req in starter.started[2:]] == ["probe-2"]
+    assert starter.started[2].run_id != starter.started[1].run_id

@@ -17,6 +17,7 @@ from workers.kinds import STANDARD, task
 from workers.runstats import RunStats
 
 MARKER_TTL_S = 7 * 86_400
+FAILED_SOURCE = "mesh.dlq.workflow_failed"
 
 
 def failure_of(app: Any, task_id: str) -> tuple[str, str]:
@@ -43,10 +44,7 @@ def workflow_failed(rt: Any, failed_task_id: str, meta: dict[str, Any], fields: 
     name, error = failure_of(rt.app, failed_task_id)
     dlq_id = DeadLetters(rt.redis, rt.keys, rt.settings.streams).add(
         "workflow_failed", f"workflow {workflow} (run {run_id}) failed in task {name}",
-        fields, source=FAILED_SOURCE, error=error)
+        fields, source=FAILED_SOURCE, error=error, workflow=workflow)
     if RunStats(rt.redis, rt.keys).finished(workflow, run_id, started_at, ok=False):
         metrics.workflow_run(workflow, "failed")
     return dlq_id
-
-
-FAILED_SOURCE = "mesh.dlq.workflow_failed"
