@@ -123,6 +123,16 @@ def test_retrain_request_promotes_first_model_and_rescores_everyone(mesh: Mesh) 
     assert res["workflow"] == "churn-rescore" and res["event_id"] == mesh.retrain_env.event_id
 
 
+def test_redelivered_retrain_request_trains_the_same_version_and_keeps_it(mesh: Mesh) -> None:
+    reg = services(mesh.rt).registry
+    before = reg.promoted()
+    mesh.run("retrain", mesh.retrain_env)  # the same event again (seed from its id)
+    kept = wait_for(lambda: [e for e in reg.history() if e["event"] == "kept"], 120,
+                    what="the retraining decision recorded")
+    assert kept[0]["candidate"] == before.version and "same content hash" in kept[0]["why"]  # type: ignore[union-attr]
+    assert reg.promoted() == before and len(reg.versions()) == 1
+
+
 def test_risky_customer_update_is_scored_and_alerts(mesh: Mesh) -> None:
     risky, loyal = "risky-" + uuid.uuid4().hex[:6], "loyal-" + uuid.uuid4().hex[:6]
     for cid, is_risky in ((risky, True), (loyal, False)):
