@@ -1,9 +1,9 @@
 """The churn model: trained with scikit-learn, stored and served as JSON parameters.
 
 Why JSON and not a serialized Python estimator object: loading such an object executes
-code, ties the artifact to library versions and cannot be reviewed. A standardised logistic regression
-is fully described by a handful of numbers (per-feature mean and scale, coefficients,
-intercept), which score identically in plain numpy. The artifact's bytes are canonical
+code, ties the artifact to library versions and cannot be reviewed. A standardised
+logistic regression is fully described by a handful of numbers (per-feature mean and
+scale, coefficients, intercept), which score identically in plain numpy. The artifact's bytes are canonical
 JSON (sorted keys, no whitespace), so the version id, ``sha256(bytes)``, names exactly
 these parameters: training the same data twice gives the same version.
 
