@@ -3,7 +3,8 @@ the share of work skipped when an edit touches one paragraph of a long document.
 
 - mesh: one ``reembed`` workflow run per document (the canvas the dispatcher starts:
   ``mesh.embedding.plan`` on ``cpu`` -> ``mesh.embedding.embed`` on ``gpu``) through a
-  real worker process (``--pool threads -c 2``), until every vector is in Redis;
+  real worker process (``--pool solo``: one encode at a time, like the baseline),
+  until every vector is in Redis;
 - direct: ``model.encode(texts, batch_size=64, normalize_embeddings=True)`` in this
   process on exactly the chunk texts the mesh embedded (no chunking, no Redis);
 - skip: a long document is embedded, then one paragraph is edited (version 2): the
@@ -65,7 +66,10 @@ class Mesh:
 
     def __init__(self, settings: MeshSettings, log_dir: Path) -> None:
         self.settings = settings
-        self.worker = start("worker", ["worker", "-Q", "cpu,gpu", "--pool", "threads", "-c", "2"],
+        # solo: one task at a time in one process, so the worker's encoder uses the
+        # same torch threads as the direct baseline. With a threads pool, concurrent
+        # encodes get a larger share of a contended CPU, which flatters the mesh.
+        self.worker = start("worker", ["worker", "-Q", "cpu,gpu", "--pool", "solo"],
                             settings, log_dir)
         self.app = create_app(settings)
         self.registry = load_workflows(settings)
@@ -178,7 +182,7 @@ def main() -> None:
             "skipped_share_ge_0_9": goal(skipped_share, 0.9),
         },
         "notes": "mesh = reembed canvas (plan on cpu, embed on gpu queue) through one real "
-                 "worker (threads, c=2) incl. chunking, Redis reads/writes and result "
+                 "worker (solo pool) incl. chunking, Redis reads/writes and result "
                  "backend; direct = encode only. Shared 2-core machine: compare the ratio, "
                  "not the absolute numbers.",
     }, write=not args.no_write)
