@@ -28,7 +28,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -300,7 +300,8 @@ class _ReplyTranslator:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> Literal[False]:
         if isinstance(exc, redis.ResponseError) and not isinstance(exc, redis.AuthenticationError):
             text = str(exc).split("\n")[0][:200]
             if text.startswith(_TRANSIENT_REPLIES):
