@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from events.base import Envelope
 from events.catalog import CATALOG, EventCatalog
-from mesh.errors import InvalidEvent, PayloadTooLarge
+from mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
 
 FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay", "route")
 REQUIRED = ("id", "type", "v", "ts", "payload")
@@ -79,6 +79,11 @@ def decode(
     size = sum(len(k) + len(v) for k, v in fields.items())
     if size > max_bytes + 2048:
         raise PayloadTooLarge(f"entry is {size} bytes, the limit is {max_bytes}", field="payload")
+    for k, v in fields.items():
+        if len(v) > max_bytes:  # any one field past the limit: too large, whatever it is
+            name = k.decode("utf-8", "replace")[:64]
+            raise PayloadTooLarge(f"field {name!r} is {len(v)} bytes, the limit is {max_bytes}",
+                                  field=name)
     for name in REQUIRED:
         if name.encode() not in fields:
             raise InvalidEvent(f"missing field {name!r}", field=name)
@@ -87,6 +92,9 @@ def decode(
         names = ", ".join(repr(k.decode("utf-8", "replace")[:64]) for k in unknown[:5])
         raise InvalidEvent(f"unknown field(s) {names}", field=unknown[0].decode("utf-8", "replace")[:64])
     type_name = _text(fields, "type") or ""
+    if len(type_name) > 128:  # no catalog type is that long; keep the reason short
+        raise UnknownEventType(f"unknown event type {type_name[:64]!r}... "
+                               f"({len(type_name)} characters)", field="type")
     v_text = _text(fields, "v") or ""
     if not v_text.isdigit() or len(v_text) > 6:
         raise InvalidEvent(f"field 'v' must be a positive integer, got {v_text[:32]!r}", field="v")

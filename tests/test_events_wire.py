@@ -90,3 +90,16 @@ def test_schema_covers_every_type_with_the_entity_key() -> None:
     assert "customer.updated@1" in events
     assert events["customer.updated@1"]["x-entity-key"] == "customer:<customer_id>"
     assert events["customer.updated@1"]["additionalProperties"] is False
+
+
+def test_a_huge_type_name_gives_a_short_reason() -> None:
+    with pytest.raises(UnknownEventType) as info:
+        decode(_good(type="A" * 3000), LIMIT)
+    assert len(str(info.value)) < 200 and "3000 characters" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["id", "type", "junk"])
+def test_any_field_past_the_limit_is_too_large(name: str) -> None:
+    with pytest.raises(PayloadTooLarge, match="the limit is 4096") as info:
+        decode({**_good(), name.encode(): b"x" * (LIMIT + 1)}, LIMIT)
+    assert info.value.field == name
