@@ -10,8 +10,10 @@ effect the way the real workflows do, keyed by entity and event (``HSET effects
 separately counts executions and distinct run ids, so a test can tell "ran twice, one
 effect" (at-least-once delivery, idempotent write: fine) from "two runs" (a bug).
 
-``rel-slow`` sleeps ``payload.logins_30d`` deciseconds first: a long task to kill a
-worker in the middle of; ``rel-poison`` always raises until ``rel:fixed`` is set.
+``rel-faults`` runs for ``content.deleted`` events of the producer ``reliability``:
+``content:poison-*`` runs ``mesh.rel.poison`` (raises on every attempt until
+``rel:fixed`` is set); ``content:chord-*`` runs a chord of three parts and a join, where
+part 1 raises for ``content:chord-bad-*``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from celery import chord
+
 from chains.registry import REGISTRY, On, RunContext
 from events.base import Envelope
 from gpu_pool.routing import Resource
+from mesh.errors import PermanentError
 from workers.kinds import STANDARD, TaskKind, task
 
 PRODUCER = "reliability"
@@ -54,6 +59,28 @@ def poison(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> str:
     return effect(rt, meta, event)
 
 
+@task("mesh.rel.part", kind=QUICK, resource=Resource.IO)
+def part(rt: Any, meta: dict[str, Any], event: dict[str, Any], i: int) -> int:
+    if i == 1 and event["key"].startswith("content:chord-bad-"):
+        raise PermanentError(f"chord part {i} of {event['key']} failed")
+    rt.redis.hset(rt.keys.ns("rel", "parts", event["event_id"]), str(i), meta["run_id"])
+    return i
+
+
+@task("mesh.rel.join", kind=QUICK, resource=Resource.IO)
+def join(rt: Any, results: list[int], meta: dict[str, Any], event: dict[str, Any]) -> int:
+    rt.redis.hset(rt.keys.ns("rel", "joined"), event["event_id"], sum(results))
+    return sum(results)
+
+
+def _build_faults(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+    event = {"event_id": env.event_id, "key": env.entity_key}
+    if env.entity_key.startswith("content:chord-"):
+        parts = [ctx.sig("mesh.rel.part", ctx.meta, event, i, step=f"part{i}") for i in range(3)]
+        return chord(parts, ctx.sig("mesh.rel.join", ctx.meta, event, step="join"))
+    return ctx.sig("mesh.rel.poison", ctx.meta, event)
+
+
 def _build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
     event = {"event_id": env.event_id, "key": env.entity_key}
     if env.entity_key.startswith("customer:slow-"):
@@ -64,3 +91,4 @@ def _build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
 
 if "rel-effect" not in REGISTRY.workflows:
     REGISTRY.workflow("rel-effect", on=[On("customer.activity", where=_ours)])(_build)
+    REGISTRY.workflow("rel-faults", on=[On("content.deleted", where=_ours)])(_build_faults)
