@@ -41,7 +41,7 @@ def _check_credentials(settings) -> None:  # type: ignore[no-untyped-def]
               help="Comma-separated queues to consume (cpu, io, gpu, gpu-batch).")
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Worker processes/threads (default: celery.worker_concurrency).")
-@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
+@click.option("--pool", "-P", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
               show_default=True, help="solo for GPU workers: one process owns the model.")
 @click.option("--name", "-n", default=None, help="Node name (default: mesh-<pid>@<host>).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)

@@ -6,5 +6,7 @@ from mesh.settings import MeshSettings
 
 
 def prepare(settings: MeshSettings) -> list[str]:
-    """Returns notes for the summary."""
-    return []
+    """Train and promote a first churn model when none is; returns notes for the summary."""
+    from workers.churn.lifecycle import ensure_model
+
+    return [ensure_model(settings)]

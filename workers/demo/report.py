@@ -55,8 +55,18 @@ def summary(client: redis.Redis, settings: MeshSettings, registry: WorkflowRegis
                         if isinstance(payload, dict) and test(payload):
                             triggers[f"{src}->{dst} ({typ})"] += 1
                 last = entry_id.decode()
+    from datetime import UTC, datetime
+
+    from gpu_pool.deferral import Deferral
+    from gpu_pool.offpeak import Windows
+
+    held = Deferral(client, keys, settings.gpu, sender=None,  # type: ignore[arg-type]
+                    windows=Windows.parse(settings.gpu.offpeak_windows)).held_count()
+    nxt = Windows.parse(settings.gpu.offpeak_windows).next_open(datetime.now(UTC))
     return {
         "elapsed_s": round(elapsed_s, 2),
+        "gpu_bulk_held": held,
+        "next_offpeak_window": nxt.isoformat() if nxt else None,
         "workflows": workflows,
         "event_outcomes": outcomes,
         "events_accounted": sum(outcomes.values()),
@@ -90,6 +100,9 @@ def render(data: dict[str, Any]) -> None:
     for k, v in data["cross_workflow_triggers"].items():
         c.add_row(k, str(v))
     console.print(c)
+    console.print(f"bulk GPU work held for the off-peak window: {data['gpu_bulk_held']} "
+                  f"(next window opens {data['next_offpeak_window'] or 'now: window open'}; "
+                  "`mesh gpu release` sends it now)")
 
 
 def _dur(v: float | None) -> str:

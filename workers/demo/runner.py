@@ -49,8 +49,10 @@ class Mesh:
         self.procs.append(start("dispatcher", ["dispatcher"], s, logs))
         self.procs.append(start("worker-cpu-io", ["worker", "-Q", "cpu,io", "-c", str(cpu_concurrency),
                                                   "-n", "cpu-io@%h"], s, logs))
-        self.procs.append(start("worker-gpu", ["worker", "-Q", "gpu,gpu-batch", "-P", "solo",
-                                               "-n", "gpu@%h"], s, logs))
+        # One GPU worker process owns the model; threads feed its micro-batcher.
+        gpu_threads = str(2 * s.gpu.max_batch)
+        self.procs.append(start("worker-gpu", ["worker", "-Q", "gpu,gpu-batch", "-P", "threads",
+                                               "-c", gpu_threads, "-n", "gpu@%h"], s, logs))
 
     def check_alive(self) -> None:
         for p in self.procs:

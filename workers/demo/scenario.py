@@ -16,6 +16,7 @@ from events.catalog import (
     CustomerActivity,
     CustomerCreated,
     CustomerUpdated,
+    ModelRetrainRequested,
 )
 
 TOPICS = [
@@ -79,5 +80,9 @@ def events(customers: int, documents: int, requests: int, seed: int = 7) -> Iter
     for i in range(requests):
         topic, keywords = TOPICS[i % len(TOPICS)]
         out.append(ContentRequested(content_id=f"gen{i:04d}", topic=topic, keywords=keywords))
+    # Retrain on demand: a candidate is trained, compared with the promoted model on
+    # the same held-out set, promoted only if not worse (then all customers are rescored
+    # as bulk GPU work, which waits for the off-peak window).
+    out.append(ModelRetrainRequested(reason="demo", samples=1500))
     for ev in out:
         yield Envelope.wrap(ev, producer="demo")
