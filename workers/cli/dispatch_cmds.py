@@ -127,7 +127,9 @@ def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
 def dlq_replay(ids: tuple[str, ...], type_name: str | None, all_: bool, as_json: bool) -> None:
     """Re-inject dead-lettered events into their event stream (after a fix) and remove
     them from the dead-letter stream. A replay is a new attempt: it is not taken for a
-    duplicate, and its runs get new run ids. Give exactly one of --id, --type, --all."""
+    duplicate, and its runs get new run ids. A dead letter that names the workflow
+    that failed (workflow_failed, build_failed) re-runs only that workflow.
+    Give exactly one of --id, --type, --all. Exits 1 when an --id was not found."""
     if sum((bool(ids), type_name is not None, all_)) != 1:
         raise click.UsageError("give exactly one of --id (repeatable), --type or --all")
     res = _dead_letters().replay(list(ids) if ids else None, type_name=type_name, all_=all_)
@@ -150,7 +152,7 @@ def events_group() -> None:
 @click.option("--type", "type_name", default=None, help="Only this event type (e.g. customer.updated).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write to this file.")
 def events_schema(type_name: str | None, out: Path | None) -> None:
-    """Print the JSON Schema of every event payload (keyed by ``type@version``), with
+    """Print the JSON Schema of every event payload (keyed by type@version), with
     the envelope's field names; see README for the wire format."""
     from chains.loader import load_workflows
     from events.wire import schema
