@@ -21,7 +21,13 @@ import redis
 from chains.loader import load_workflows
 from chains.starter import CeleryStarter, StartRequest
 from events.base import Envelope
-from events.catalog import ChurnHighRisk, ContentDeleted, ContentRequested
+from events.catalog import (
+    ChurnHighRisk,
+    ContentCreated,
+    ContentDeleted,
+    ContentRequested,
+    ContentUpdated,
+)
 from events.dlq import DeadLetters
 from events.publisher import Publisher
 from mesh.keys import Keys
@@ -125,6 +131,27 @@ def test_requested_content_is_generated_published_embedded_and_searchable(
         retention = wait_for(lambda: vectors.get(version, "retention-c7"), timeout_s=60,
                              what="the retention message for the high-risk customer embedded")
         assert "pro plan" in " ".join(retention.texts)
+
+        # An edit of one paragraph of a long document: only its chunks are re-embedded.
+        paras = [f"Part {i} of the admin handbook covers {topic}. " + " ".join(
+            f"Step {j} about {topic} keeps the workspace tidy and safe." for j in range(9))
+            for i, topic in enumerate(["billing", "roles", "exports", "alerts", "backups",
+                                       "audit logs", "single sign-on", "API keys"])]
+        pub.publish(ContentCreated(content_id="handbook", title="Admin handbook",
+                                   body="\n\n".join(paras)))
+        wait_for(lambda: vectors.get(version, "handbook"), timeout_s=60, what="handbook embedded")
+        paras[3] = paras[3].replace("Part 3", "Part 3 (revised in November)")
+        edit = Envelope.wrap(ContentUpdated(content_id="handbook", title="Admin handbook",
+                                            body="\n\n".join(paras), version=2))
+        pub.publish(edit)
+        app = create_app(s)
+        run_id = load_workflows(s).get("reembed").run_id(edit)
+        handle = app.AsyncResult(f"{run_id}:embed")  # polled: .get() may be barred here
+        wait_for(handle.successful, timeout_s=60, interval_s=0.1, what="the edit re-embedded")
+        res = handle.result
+        assert res["content_version"] == 2 and res["chunks"] >= 8
+        assert 1 <= res["embedded"] <= 2 and res["skipped"] == res["chunks"] - res["embedded"]
+        assert res["event_id"] == edit.event_id and res["workflow_version"] == "1"
 
         pub.publish(ContentDeleted(content_id="gpu-guide"))
         wait_for(lambda: vectors.get(version, "gpu-guide") is None, timeout_s=60,
