@@ -106,7 +106,10 @@ class Dispatcher:
         self._next_claim = 0.0
         self._next_flush = 0.0
         socket_ms = int(settings.redis.socket_timeout_s * 1000)
-        self.block_ms = max(1, min(self.d.block_ms, socket_ms - 500)) if socket_ms > 1000 else 1
+        # Block no longer than the socket timeout allows, nor past the next coalescing
+        # tick (a due slot should not wait for a quiet stream's BLOCK to run out).
+        self.block_ms = max(1, min(self.d.block_ms, self.d.coalesce_tick_ms,
+                                   socket_ms - 500 if socket_ms > 1000 else 1))
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------
