@@ -8,6 +8,10 @@ paces itself to a fixed schedule (no drift) and takes ``time.time()`` right befo
 times so that load from other processes hits both alike; percentiles are reported over
 all samples and as the median of the per-repeat values.
 
+Before the worker starts, a third measurement takes the worker out: publish -> the run's
+task message on the Celery queue, popped by the benchmark itself (``BRPOP``), i.e. the
+dispatcher's own share of the latency.
+
 Run: ``.venv/bin/python -m benchmarks.latency [--quick]``.
 """
 
@@ -25,6 +29,7 @@ from typing import Any
 import redis
 
 from benchmarks._common import (
+    celery_queue_key,
     dispatcher_available,
     embedded_redis,
     emit,
@@ -62,6 +67,18 @@ def paced(rate_per_s: float, duration_s: float, send: Callable[[int], str]) -> d
     return sent
 
 
+def paced_values(rate_per_s: float, duration_s: float, measure: Callable[[int], float]) -> list[float]:
+    """Call ``measure(i)`` (which returns one latency) on a fixed schedule."""
+    out: list[float] = []
+    start = time.perf_counter() + 0.01
+    for i in range(int(rate_per_s * duration_s)):
+        delay = start + i / rate_per_s - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        out.append(measure(i))
+    return out
+
+
 def collect(client: redis.Redis, key: str, sent: dict[str, float], timeout_s: float = 120) -> list[float]:
     """Wait for every sent id to be recorded by the task; latencies in ms."""
     seen: dict[str, float] = {}
@@ -97,9 +114,24 @@ def run(quick: bool = False, rate_per_s: float = 200.0) -> dict[str, Any]:
         pub = Publisher(client, s.streams, keys)
         app = create_app(s)
         key = started_key(keys.ns)
-        worker = start_mesh("worker", ["worker", "-Q", "cpu", "-c", "2"], s, Path(logs))
+        queue = celery_queue_key(keys)
         dispatcher = start_mesh("dispatcher", ["dispatcher"], s, Path(logs))
+        worker = None
         try:
+            # 1. The dispatcher alone: publish -> task message on the Celery queue, taken
+            #    by this process (BRPOP) before any worker runs: the dispatch share.
+            def via_publish_to_queue(i: int) -> float:
+                t = time.time()
+                pub.publish(BenchPing(ping_id=f"q{i}", seq=i))
+                if client.brpop([queue], 30) is None:
+                    raise RuntimeError("no task message within 30 s")
+                return (time.time() - t) * 1000
+
+            for i in range(50):
+                via_publish_to_queue(i)
+            queue_only = [paced_values(rate_per_s, phase_s, via_publish_to_queue) for _ in range(repeats)]
+            # 2. End to end with a real worker.
+            worker = start_mesh("worker", ["worker", "-Q", "cpu", "-c", "2"], s, Path(logs))
             def via_apply_async(i: int) -> str:
                 eid = uuid.uuid4().hex
                 app.signature(TASK, args=({"run_id": eid, "workflow": WORKFLOW, "workflow_version": "1"},
@@ -122,8 +154,10 @@ def run(quick: bool = False, rate_per_s: float = 200.0) -> dict[str, Any]:
                     raise RuntimeError(f"{p.name} died:\n" + p.output()[-3000:])
         finally:
             dispatcher.stop(signal.SIGTERM, timeout_s=30)
-            worker.stop(signal.SIGTERM, timeout_s=30)
+            if worker is not None:
+                worker.stop(signal.SIGTERM, timeout_s=30)
             client.close()
+    sides["dispatcher_to_queue_no_worker"] = queue_only
     for side, reps in sides.items():
         flat = [x for rep in reps for x in rep]
         per = [stats(rep) for rep in reps]
@@ -133,6 +167,8 @@ def run(quick: bool = False, rate_per_s: float = 200.0) -> dict[str, Any]:
                                   "p99_ms": round(summary([p["p99_ms"] for p in per])["median"], 3)},
             "per_repeat": per,
         }
+    result["dispatcher_to_queue_no_worker"]["note"] = (
+        "publish -> task message on the Celery queue (BRPOP by the benchmark), no worker")
     d, b = result["dispatcher"]["all"], result["apply_async"]["all"]
     result["ratio_dispatcher_to_apply_async"] = {"p50": round(d["p50_ms"] / b["p50_ms"], 2),
                                                  "p99": round(d["p99_ms"] / b["p99_ms"], 2)}
