@@ -47,6 +47,7 @@ class CeleryStarter:
         self.max_payload_bytes = max_payload_bytes
         self.batch_max_messages = batch_max_messages
         self.batch_publish = batch_publish
+        self._batch_checked = False
         if batch_publish:
             # kombu buffers a producer's publishes in one Redis pipeline only when a
             # timed-out pipeline is never retried (a retry could send a message twice).
@@ -128,6 +129,11 @@ class CeleryStarter:
             yield lambda canvas: canvas.apply_async()
             return
         with self.app.producer_or_acquire() as producer:
+            if not self._batch_checked:
+                self._batch_checked = True
+                if not producer.supports_batch_publish:
+                    log.warning("the broker connection cannot batch publishes (a retry "
+                                "option is set): each run costs its own round trips")
             self.app.producer_or_acquire = (  # type: ignore[method-assign]
                 lambda p=None: contextlib.nullcontext(p or producer))
             try:
