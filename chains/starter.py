@@ -56,13 +56,7 @@ class CeleryStarter:
             opts = dict(app.conf.broker_transport_options or {})
             if opts.pop("retry_on_timeout", None) is not None:
                 app.conf.broker_transport_options = opts
-        if fire_and_forget:
-            # The starter never waits for results: without this, Celery's Redis result
-            # backend SUBSCRIBEs to every started task's result channel (one round trip
-            # and one lingering subscription per task: slow, and memory that grows).
-            from celery._state import _set_task_join_will_block
-
-            _set_task_join_will_block(True)
+        self.fire_and_forget = fire_and_forget
 
     def run_id(self, workflow: str, env: Envelope, attempt: str = "") -> str:
         return self.registry.get(workflow).run_id(env, attempt)
@@ -110,12 +104,30 @@ class CeleryStarter:
         if not canvases:
             return out
         try:
-            with self._sending() as send:
+            with self._no_result_subscriptions(), self._sending() as send:
                 for canvas in canvases:
                     send(canvas)
         except (OperationalError, RedisError, ConnectionError, OSError) as exc:
             raise BrokerUnavailable(f"cannot send {len(canvases)} run(s): {exc}") from exc
         return out
+
+    @contextlib.contextmanager
+    def _no_result_subscriptions(self) -> Iterator[None]:
+        """The starter never waits for results: without this, Celery's Redis result
+        backend SUBSCRIBEs to every started task's result channel (one round trip and
+        one lingering subscription per task: slow, and memory that grows). Scoped to
+        the sends, so the rest of the process keeps Celery's normal behaviour."""
+        if not self.fire_and_forget:
+            yield
+            return
+        from celery._state import _set_task_join_will_block, task_join_will_block
+
+        before = task_join_will_block()
+        _set_task_join_will_block(True)
+        try:
+            yield
+        finally:
+            _set_task_join_will_block(before)
 
     @contextlib.contextmanager
     def _sending(self) -> Iterator[Callable[[Signature], Any]]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+import redis
 from celery import chain, chord, group
 
 from chains.registry import On, RunContext, Workflow, WorkflowRegistry
@@ -9,6 +13,7 @@ from chains.starter import FAILED_TASK, FINISHED_TASK, CeleryStarter
 from events.base import Envelope
 from events.catalog import CustomerActivity
 from events.routing import StartRequest
+from mesh.keys import Keys
 from mesh.settings import MeshSettings
 from workers.app import create_app
 
@@ -76,3 +81,24 @@ def test_a_builder_that_raises_is_reported_per_request() -> None:
     st = _starter(build)
     [err] = st.start_many([StartRequest("w", ENV, "r1")])
     assert err is not None and "KeyError" in err and err.startswith("w:")
+
+
+@pytest.mark.integration
+def test_start_many_sends_every_run_in_one_publish_batch(settings: MeshSettings, r: redis.Redis) -> None:
+    app = create_app(settings)
+    reg = WorkflowRegistry()
+    reg.add(Workflow("w", "1", (On("customer.activity"),),
+                     lambda env, ctx: ctx.sig("mesh.probe.record", ctx.meta, {"k": env.entity_key})))
+    st = CeleryStarter(app, reg)
+    with app.producer_or_acquire() as producer:
+        assert producer.supports_batch_publish  # retry_on_timeout dropped for this app
+    envs = [Envelope.wrap(CustomerActivity(customer_id=str(i), logins_30d=1, active_days_30d=1))
+            for i in range(5)]
+    reqs = [StartRequest("w", e, st.run_id("w", e), 1, {"id": e.event_id}) for e in envs]
+    assert st.start_many(reqs) == [None] * 5
+    queue = Keys(settings.redis.key_prefix).celery_prefix() + "cpu"
+    headers = [json.loads(m)["headers"] for m in r.lrange(queue, 0, -1)]
+    assert sorted(h["id"] for h in headers) == sorted(f"{req.run_id}:record" for req in reqs)
+    assert all(h["task"] == "mesh.probe.record" for h in headers)
+    # Fire and forget: Celery's result consumer (per-task SUBSCRIBE) was never started.
+    assert app.backend.result_consumer._pubsub is None
