@@ -127,7 +127,8 @@ def acl_rule(user: str, password: str, key_prefix: str, db: int = 0) -> str:
     the dead-letter stream) and ``{<prefix>:*`` (hash-tagged partition keys: streams,
     dedupe, outcomes). Channels: ``<prefix>:*`` for PUBLISH/SUBSCRIBE (task events,
     result notifications) plus the literal pattern kombu PSUBSCRIBEs for remote control
-    (Redis 7 matches a PSUBSCRIBE pattern literally against the allowed ones). Commands:
+    and Flower's event receiver (``celeryev/*``): Redis 7 matches a PSUBSCRIBE pattern
+    literally against the allowed ones, so those are spelled out exactly. Commands:
     everything but ``@admin`` and ``@dangerous`` (no KEYS, CONFIG, FLUSHALL, DEBUG...).
     Found by running publisher, dispatcher, workers and result backend under it (see
     tests/reliability/test_security.py and docs/reliability.md).
@@ -136,7 +137,7 @@ def acl_rule(user: str, password: str, key_prefix: str, db: int = 0) -> str:
     return " ".join([
         user, "on", f">{password}", "resetkeys", f"~{key_prefix}:*", f"~{{{key_prefix}:*",
         "resetchannels", f"&{key_prefix}:*", f"&{celery}/{db}.celery.pidbox",
-        f"&{celery}/{db}.celeryev*", "-@all", "+@all", "-@admin", "-@dangerous",
+        f"&{celery}/{db}.celeryev/*", "-@all", "+@all", "-@admin", "-@dangerous",
     ])
 
 

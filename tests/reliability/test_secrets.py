@@ -57,12 +57,14 @@ def test_no_secret_in_logs_cli_metrics_or_sentry(
     known = [tenant.password, secure_redis.admin_password, sentry_key]
     keys = Keys(s.redis.key_prefix)
     r = make_client(s.redis)
-    exporter_port = free_port()
+    exporter_port, flower_port = free_port(), free_port()
     procs: list[Proc] = [
         start("worker", ["worker", "-Q", "cpu", "-c", "1", "--pool", "solo"], s, tmp_path / "logs"),
         start("dispatcher", ["dispatcher"], s, tmp_path / "logs"),
         start("exporter", ["exporter", "--port", str(exporter_port), "--address", "127.0.0.1"],
               s, tmp_path / "logs"),
+        start("flower", ["flower", "--port", str(flower_port), "--unauthenticated-api"], s,
+              tmp_path / "logs"),
     ]
     try:
         # Given work that succeeds, work that fails (reaches Sentry) and a bad entry (DLQ),
@@ -84,6 +86,14 @@ def test_no_secret_in_logs_cli_metrics_or_sentry(
         metrics = wait_for(lambda: _get(f"http://127.0.0.1:{exporter_port}/metrics"), 60,
                            what="the exporter's /metrics")
         outputs["exporter /metrics"] = metrics
+        # Flower works as the ACL user over TLS: it sees the worker and its tasks.
+        flower = f"http://127.0.0.1:{flower_port}"
+        workers = wait_for(lambda: (w := _get(f"{flower}/api/workers?refresh=1")) and "@" in w and w,
+                           90, interval_s=1, what="Flower listing the worker")
+        pub.publish(_activity("seen-by-flower"))  # events are live: send one while it listens
+        tasks = wait_for(lambda: (t := _get(f"{flower}/api/tasks")) and "mesh.probe" in t and t,
+                         90, interval_s=1, what="Flower seeing task events")
+        outputs["flower"] = workers + tasks + (_get(f"{flower}/broker") or "")
         outputs["repr(settings)"] = repr(s) + str(s) + s.model_dump_json()
         outputs["sentry"] = collector.all_bytes().decode("utf-8", "replace")
     finally:
