@@ -167,5 +167,5 @@ def patch_kombu_half_closed_channel() -> None:
             raise redis.ConnectionError("the broker connection is already closed")
         return original(self, asynchronous=asynchronous)  # type: ignore[no-any-return]
 
-    channel._connparams = _connparams
-    channel._mesh_half_closed_patch = True
+    setattr(channel, "_connparams", _connparams)  # noqa: B010 - a monkeypatch, said so
+    setattr(channel, "_mesh_half_closed_patch", True)  # noqa: B010
