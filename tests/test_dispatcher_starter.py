@@ -102,3 +102,9 @@ def test_start_many_sends_every_run_in_one_publish_batch(settings: MeshSettings,
     assert all(h["task"] == "mesh.probe.record" for h in headers)
     # Fire and forget: Celery's result consumer (per-task SUBSCRIBE) was never started.
     assert app.backend.result_consumer._pubsub is None
+
+
+def test_the_first_task_carries_a_cheap_bounded_repr_of_its_arguments() -> None:
+    canvas = _canvas(lambda env, ctx: ctx.sig("mesh.probe.record", ctx.meta, {"big": "x" * 5000}))
+    assert canvas.options["argsrepr"].startswith("({'run_id': ")
+    assert len(canvas.options["argsrepr"]) == 1024 and canvas.options["kwargsrepr"] == "{}"
