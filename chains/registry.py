@@ -53,11 +53,16 @@ class RunContext:
     version: str
     coalesced: int = 1
     """How many events this run stands for (1 unless coalesced)."""
+    event_type: str = ""
+    """Type of the event that caused the run (Sentry tags, dead letters)."""
 
     @property
     def meta(self) -> dict[str, Any]:
         """JSON metadata every task of the run receives and stores with its results."""
-        return {"run_id": self.run_id, "workflow": self.workflow, "workflow_version": self.version}
+        meta = {"run_id": self.run_id, "workflow": self.workflow, "workflow_version": self.version}
+        if self.event_type:
+            meta["event_type"] = self.event_type
+        return meta
 
     def sig(self, task_name: str, *args: Any, step: str | None = None, **kwargs: Any) -> Signature:
         """A signature by task name (chains never import task code), with a

@@ -65,7 +65,7 @@ class CeleryStarter:
         """The run's full canvas: the workflow's own, then ``mesh.run.finished``, with
         the dead-letter error callback on every task."""
         wf = self.registry.get(req.workflow)
-        ctx = RunContext(self.app, req.run_id, wf.name, wf.version, req.coalesced)
+        ctx = RunContext(self.app, req.run_id, wf.name, wf.version, req.coalesced, req.env.type)
         started_at = time.time()
         body = wf.build(req.env, ctx)
         finished = self.app.signature(FINISHED_TASK, args=(ctx.meta, started_at),
