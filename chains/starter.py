@@ -24,6 +24,7 @@ from events.base import Envelope
 from events.routing import StartRequest
 from events.wire import encode
 from mesh.errors import BrokerUnavailable, PermanentError
+from monitoring import metrics
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -110,6 +111,9 @@ class CeleryStarter:
                     send(canvas)
         except (OperationalError, RedisError, ConnectionError, OSError) as exc:
             raise BrokerUnavailable(f"cannot send {len(canvases)} run(s): {exc}") from exc
+        for req, err in zip(reqs, out, strict=True):
+            if err is None:
+                metrics.workflow_run(req.workflow, "started")
         return out
 
     @contextlib.contextmanager

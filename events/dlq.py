@@ -150,7 +150,7 @@ class DeadLetters:
                                   maxlen=self._streams.dlq_maxlen_approx, approximate=True)
         from monitoring import metrics
 
-        metrics.dead_lettered(reason_code)
+        metrics.dead_lettered(reason_code, event_type=str(fields.get("type", "unknown")))
         return _s(new_id)
 
     # -- reading ---------------------------------------------------------------------
