@@ -5,7 +5,8 @@ No worker runs: a *start* is a message on the Celery queue plus the ``started``
 outcome. Each repeat stops the dispatcher (SIGSTOP), publishes a backlog of probe
 events, resumes it (SIGCONT) and times until every entry is accounted for; so the
 time is the dispatcher's alone (read, validate, dedupe, route, start, record, ack).
-The baseline loop runs in this process with the same Celery app settings.
+The baseline loop runs in this process with the same Celery app settings; the repeats
+alternate baseline and dispatcher.
 
 Run: ``.venv/bin/python -m benchmarks.dispatch [--quick] [--profile out.prof]``.
 """
@@ -72,21 +73,23 @@ def run(quick: bool = False, profile_to: Path | None = None) -> dict[str, Any]:
         result["params"].update({"batch_count": s.dispatcher.batch_count, "block_ms": s.dispatcher.block_ms,
                                  "partitions": s.streams.partitions})
 
-        # -- baseline: plain apply_async loop ---------------------------------------
+        def baseline_once() -> float:
+            r = rate(n, lambda: apply_async_loop(app, n))
+            assert client.llen(queue) == n, "baseline messages missing"
+            client.delete(queue)
+            return r
+
         apply_async_loop(app, 200)  # warm-up: connections, kombu bindings
         client.delete(queue)
         base: list[float] = []
-        for _ in range(repeats):
-            base.append(rate(n, lambda: apply_async_loop(app, n)))
-            assert client.llen(queue) == n, "baseline messages missing"
-            client.delete(queue)
-        base_median = summary(base)["median"]
-        result["baseline_apply_async"] = {"median": round(base_median), "samples": summary(base)["samples"]}
-
-        # -- the dispatcher ---------------------------------------------------------
         if not dispatcher_available():
+            base = [baseline_once() for _ in range(repeats)]
+            result["baseline_apply_async"] = {"median": round(summary(base)["median"]),
+                                              "samples": summary(base)["samples"]}
             result["dispatcher"] = {"status": "not available yet (mesh dispatcher missing)"}
             return result
+        # The dispatcher waits (blocked in XREADGROUP) while the baseline runs; the
+        # repeats alternate baseline / dispatcher so that load drift hits both alike.
         proc = start_mesh("dispatcher", ["dispatcher"], s, Path(logs), profile_to=profile_to)
         try:
             sent = 500
@@ -97,6 +100,7 @@ def run(quick: bool = False, profile_to: Path | None = None) -> dict[str, Any]:
             samples: list[float] = []
             checks: list[dict[str, int]] = []
             for _ in range(repeats):
+                base.append(baseline_once())
                 before = accounted(client, keys, s.streams.partitions)
                 proc.signal(signal.SIGSTOP)
                 pub.publish_many(pings(n, sent))
@@ -115,6 +119,8 @@ def run(quick: bool = False, profile_to: Path | None = None) -> dict[str, Any]:
                 raise RuntimeError("dispatcher died:\n" + proc.output()[-3000:])
         finally:
             proc.stop(signal.SIGTERM, timeout_s=60)
+        base_median = summary(base)["median"]
+        result["baseline_apply_async"] = {"median": round(base_median), "samples": summary(base)["samples"]}
         st = summary(samples)
         result["dispatcher"] = {
             "median": round(st["median"]), "samples": st["samples"],
