@@ -102,8 +102,9 @@ def main() -> None:
     ap.add_argument("--per-chunk-items", type=int, default=32,
                     help="Chunks for the slow one-task-per-chunk path (a rate; fewer is fine).")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--words", type=int, default=128,
-                    help="Words per chunk (a typical re-embedding chunk: ~170 tokens).")
+    ap.add_argument("--words", type=int, default=100,
+                    help="Words per chunk: 100 is ~770 characters, a full chunk at the "
+                         "default workflows.embed_chunk_chars=800.")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--wait-ms", type=int, default=100,
                     help="max_wait_ms of the batched worker: a saturated pool's first batch "
