@@ -23,8 +23,8 @@ Failures:
 
 Why not ``celery-batches``: it hands a list of requests to one task and the results must
 be written back by hand (``app.backend.mark_as_done``), bypassing chains, retries and
-acks per item; at the time of writing its releases track Celery up to 5.5, not the
-5.7 this project pins. This design keeps stock Celery semantics per item.
+acks per item; and its latest release on PyPI (0.11) requires ``celery<5.7`` while this
+project pins 5.7.0. This design keeps stock Celery semantics per item.
 """
 
 from __future__ import annotations
