@@ -98,12 +98,15 @@ def stats(lat: list[float]) -> dict[str, float]:
             "p99_ms": round(percentile(lat, 99), 3), "max_ms": round(max(lat), 3), "n": len(lat)}
 
 
-def run(quick: bool = False, rate_per_s: float = 200.0) -> dict[str, Any]:
+def run(quick: bool = False, rate_per_s: float = 200.0, concurrency: int = 2,
+        pool: str = "prefork") -> dict[str, Any]:
     repeats = 5
     phase_s = 1.0 if quick else 4.0
     result: dict[str, Any] = {"unit": "ms", "params": {
         "rate_per_s": rate_per_s, "seconds_per_phase": phase_s, "repeats": repeats,
-        "total_seconds_per_side": phase_s * repeats, "worker": WORKER_NOTE}}
+        "total_seconds_per_side": phase_s * repeats,
+        "worker": WORKER_NOTE if (concurrency, pool) == (2, "prefork")
+        else f"mesh worker -Q cpu -c {concurrency} --pool {pool}"}}
     if not dispatcher_available():
         result["status"] = "mesh dispatcher not available yet"
         return result
@@ -131,7 +134,8 @@ def run(quick: bool = False, rate_per_s: float = 200.0) -> dict[str, Any]:
                 via_publish_to_queue(i)
             queue_only = [paced_values(rate_per_s, phase_s, via_publish_to_queue) for _ in range(repeats)]
             # 2. End to end with a real worker.
-            worker = start_mesh("worker", ["worker", "-Q", "cpu", "-c", "2"], s, Path(logs))
+            worker = start_mesh("worker", ["worker", "-Q", "cpu", "-c", str(concurrency), "--pool", pool],
+                                s, Path(logs))
             def via_apply_async(i: int) -> str:
                 eid = uuid.uuid4().hex
                 app.signature(TASK, args=({"run_id": eid, "workflow": WORKFLOW, "workflow_version": "1"},
@@ -181,9 +185,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="1 s phases (a smoke run)")
     ap.add_argument("--rate", type=float, default=200.0, help="events per second")
+    ap.add_argument("--concurrency", "-c", type=int, default=2, help="worker concurrency")
+    ap.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     args = ap.parse_args(argv)
     name = "latency" if args.rate == 200.0 else f"latency_{args.rate:g}per_s"
-    return emit(name, run(quick=args.quick, rate_per_s=args.rate))
+    if (args.concurrency, args.pool) != (2, "prefork"):
+        name += f"_{args.pool}{args.concurrency}"
+    return emit(name, run(quick=args.quick, rate_per_s=args.rate, concurrency=args.concurrency,
+                          pool=args.pool))
 
 
 if __name__ == "__main__":
