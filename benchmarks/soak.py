@@ -47,12 +47,12 @@ GOAL_GROWTH_MB = 20.0
 MB = 1024 * 1024
 
 
-def rss_mb(pid: int) -> float:
-    """RSS of a process and all its children, in MiB (0 when it is gone)."""
+def rss_mb(pid: int, children: bool = True) -> float:
+    """RSS of a process (and all its children), in MiB (0 when it is gone)."""
     try:
         p = psutil.Process(pid)
         total = p.memory_info().rss
-        for c in p.children(recursive=True):
+        for c in p.children(recursive=True) if children else []:
             try:
                 total += c.memory_info().rss
             except psutil.Error:
@@ -118,7 +118,7 @@ def run(minutes: float, rate: int, sample_s: float, concurrency: int) -> dict[st
         wait_until(lambda: r.llen(done_key) >= 1, 120, "the mesh warmed up")
         pids = {"dispatcher": dispatcher.popen.pid, "worker": worker.popen.pid,
                 "redis-server": server.proc.pid if server.proc else 0}
-        samples: dict[str, list[float]] = {k: [] for k in pids}
+        samples: dict[str, list[float]] = {k: [] for k in [*pids, "worker-main"]}
         ts: list[float] = []
         lags: list[int] = []
         t = threading.Thread(target=publisher, daemon=True)
@@ -130,6 +130,7 @@ def run(minutes: float, rate: int, sample_s: float, concurrency: int) -> dict[st
                 ts.append(time.monotonic() - t0)
                 for name, pid in pids.items():
                     samples[name].append(rss_mb(pid))
+                samples["worker-main"].append(rss_mb(worker.popen.pid, children=False))
                 lags.append(published - (int(r.llen(done_key)) - 1))
                 if not (worker.alive() and dispatcher.alive()):
                     break
