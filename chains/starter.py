@@ -58,6 +58,7 @@ class CeleryStarter:
             if opts.pop("retry_on_timeout", None) is not None:
                 app.conf.broker_transport_options = opts
         self.fire_and_forget = fire_and_forget
+        self._deferral: Any = None
 
     def run_id(self, workflow: str, env: Envelope, attempt: str = "") -> str:
         return self.registry.get(workflow).run_id(env, attempt)
@@ -105,6 +106,7 @@ class CeleryStarter:
             out.append(None)
         if not canvases:
             return out
+        canvases = self._hold_bulk_gpu_work(canvases)
         try:
             with self._no_result_subscriptions(), self._sending() as send:
                 for canvas in canvases:
@@ -115,6 +117,27 @@ class CeleryStarter:
             if err is None:
                 metrics.workflow_run(req.workflow, "started")
         return out
+
+    def _hold_bulk_gpu_work(self, canvases: list[Signature]) -> list[Signature]:
+        """Runs whose work is bulk GPU work (``Resource.GPU_BULK``) go through the
+        off-peak deferral: sent now inside a window, else held durably in Redis until
+        the next one (``gpu_pool.deferral``). Returns the canvases to send now."""
+        from datetime import UTC, datetime
+
+        from gpu_pool.deferral import Deferral, sig_resource
+        from gpu_pool.routing import Resource
+
+        now_sends: list[Signature] = []
+        for canvas in canvases:
+            as_dict = dict(canvas)
+            if sig_resource(as_dict) is not Resource.GPU_BULK:
+                now_sends.append(canvas)
+                continue
+            if self._deferral is None:
+                self._deferral = Deferral.for_app(self.app)
+            with self._no_result_subscriptions():
+                self._deferral.submit(as_dict, now=datetime.now(UTC))
+        return now_sends
 
     @contextlib.contextmanager
     def _no_result_subscriptions(self) -> Iterator[None]:
