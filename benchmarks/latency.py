@@ -146,13 +146,21 @@ def run(quick: bool = False, rate_per_s: float = 200.0, concurrency: int = 2,
             def via_publish(i: int) -> str:
                 return pub.publish(BenchPing(ping_id=f"l{i}", seq=i))
 
+            def settle() -> None:
+                """Let the worker finish what a phase left queued (the runs' second
+                task, mesh.run.finished), so no phase starts behind another's backlog."""
+                wait_until(lambda: client.llen(queue) == 0, 300, "Celery queue drained", interval_s=0.05)
+                time.sleep(0.3)
+
             # Warm up both paths end to end (worker pool, connections, imports).
             for send in (via_apply_async, via_publish):
                 collect(client, key, paced(50, 1.0, send), timeout_s=180)
             sides: dict[str, list[list[float]]] = {"apply_async": [], "dispatcher": []}
             for _ in range(repeats):
                 sides["apply_async"].append(collect(client, key, paced(rate_per_s, phase_s, via_apply_async)))
+                settle()
                 sides["dispatcher"].append(collect(client, key, paced(rate_per_s, phase_s, via_publish)))
+                settle()
             for p in (worker, dispatcher):
                 if not p.alive():
                     raise RuntimeError(f"{p.name} died:\n" + p.output()[-3000:])
