@@ -14,7 +14,7 @@ The dispatcher (``events``) sees the registry only through the ``Router`` and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +133,7 @@ class WorkflowRegistry:
         return [Route(wf.name, wf.coalesce) for wf in self.workflows.values()
                 if any(t.matches(env) for t in wf.triggers)]
 
-    def __iter__(self) -> Iterable[Workflow]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Workflow]:
         return iter(sorted(self.workflows.values(), key=lambda w: w.name))
 
 

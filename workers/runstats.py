@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -68,17 +69,22 @@ class RunStats:
         self._r.hincrby(self._stats(workflow), "retries", 1)
 
     def last_success(self) -> dict[str, float]:
-        raw = self._r.hgetall(self._last_success)
-        return {k.decode(): float(v) for k, v in raw.items()}
+        raw: dict[Any, Any] = self._r.hgetall(self._last_success)  # type: ignore[assignment]
+        return {_text(k): float(v) for k, v in raw.items()}
 
     def get(self, workflow: str) -> WorkflowStats:
-        raw = {k.decode(): int(v) for k, v in self._r.hgetall(self._stats(workflow)).items()}
+        counts: dict[Any, Any] = self._r.hgetall(self._stats(workflow))  # type: ignore[assignment]
+        raw = {_text(k): int(v) for k, v in counts.items()}
         durs = sorted(float(x) for x in self._r.lrange(self._durations(workflow), 0, -1))
         last = self._r.hget(self._last_success, workflow)
         return WorkflowStats(
             workflow, raw.get("successes", 0), raw.get("failures", 0), raw.get("retries", 0),
             _pct(durs, 0.50), _pct(durs, 0.95), float(last) if last else None,
         )
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _pct(sorted_values: list[float], q: float) -> float | None:

@@ -35,13 +35,15 @@ def summary(client: redis.Redis, settings: MeshSettings, registry: WorkflowRegis
     outcomes: dict[str, int] = {}
     triggers = {f"{src}->{dst} ({typ})": 0 for typ, _, src, dst in CROSS_TRIGGERS}
     for p in range(settings.streams.partitions):
-        for k, v in client.hgetall(keys.outcomes(p)).items():
-            name = k.decode()
+        counts: dict[Any, Any] = client.hgetall(keys.outcomes(p))  # type: ignore[assignment]
+        for k, v in counts.items():
+            name = k.decode() if isinstance(k, bytes) else str(k)
             if "|" not in name:
                 outcomes[name] = outcomes.get(name, 0) + int(v)
         last = "-"
         while True:
-            batch = client.xrange(keys.stream(p), min=f"({last}" if last != "-" else "-", count=1000)
+            batch: list[Any] = client.xrange(  # type: ignore[assignment]
+                keys.stream(p), min=f"({last}" if last != "-" else "-", count=1000)
             if not batch:
                 break
             for entry_id, fields in batch:

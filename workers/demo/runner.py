@@ -74,8 +74,8 @@ def progress(client: redis.Redis, settings: MeshSettings) -> dict[str, Any]:
     published = accounted = 0
     for p in range(settings.streams.partitions):
         try:
-            info = client.xinfo_stream(keys.stream(p))
-            published += int(info.get("entries-added", info.get(b"entries-added", 0)))
+            info: dict[Any, Any] = client.xinfo_stream(keys.stream(p))  # type: ignore[assignment]
+            published += int(info.get("entries-added", info.get(b"entries-added", 0)) or 0)
         except redis.ResponseError:
             pass
         for k, v in client.hgetall(keys.outcomes(p)).items():

@@ -17,6 +17,7 @@ from events.catalog import (
     CustomerCreated,
     CustomerUpdated,
     ModelRetrainRequested,
+    Plan,
 )
 
 TOPICS = [
@@ -51,7 +52,7 @@ def events(customers: int, documents: int, requests: int, seed: int = 7) -> Iter
     """Yield the demo's events in a plausible order (sign-ups, usage, edits, requests)."""
     rng = random.Random(seed)
     today = date(2026, 11, 1)
-    plans = ["free", "starter", "pro", "enterprise"]
+    plans: list[Plan] = ["free", "starter", "pro", "enterprise"]
     out: list[Event] = []
     for i in range(customers):
         out.append(CustomerCreated(
