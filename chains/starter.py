@@ -2,11 +2,25 @@
 
 Every run's canvas gets two additions:
 
-* the bookkeeping task ``mesh.run.finished`` as its last link (immutable), reached only
-  when every step succeeded (freshness, durations);
+* the run's success is recorded (freshness, durations) once every step succeeded:
+  when the run's last task is a plain task (a lone task, or a chain ending in one), by
+  that task itself: the starter gives it the reserved keyword argument ``_mesh_finish``
+  (``workers.kinds.FINISH_KWARG``), which the task wrapper pops and, after the function
+  returned, records inline (``workers.runstats.record_success``) - no second task per
+  run, which used to halve a worker's throughput of runs. A canvas that ends in a
+  group or a chord (a chord's body, whose task is sent by Redis's chord counter) gets
+  the bookkeeping task ``mesh.run.finished`` as its last link instead (immutable,
+  task id ``<run_id>:finished``);
 * ``mesh.dlq.workflow_failed`` as the error callback of every task, so a run whose task
   finally fails (after its retries) dead-letters the event that started it, with the
   last error, ready to be replayed once fixed.
+
+The messages the dispatcher sends are made cheap to build: a short ``argsrepr``
+(``run <run_id>``: no event fields in Flower or the logs), no per-message queue
+declaration (``declare=[]``: on the Redis transport a queue needs none, see
+``_sending``), and no ``task-sent`` event (Flower and the metrics see each task from
+the worker's own received/started/succeeded events; starts are counted by the
+dispatcher's outcomes and ``mesh_workflow_runs_total{outcome="started"}``).
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from events.routing import StartRequest
 from events.wire import encode
 from mesh.errors import BrokerUnavailable, PermanentError
 from monitoring import metrics
+from workers.kinds import FINISH_KWARG, FINISHED_TASK
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -33,7 +48,6 @@ __all__ = ["CeleryStarter", "StartRequest"]
 
 log = logging.getLogger("mesh.starter")
 
-FINISHED_TASK = "mesh.run.finished"
 FAILED_TASK = "mesh.dlq.workflow_failed"
 
 
@@ -42,8 +56,11 @@ class CeleryStarter:
 
     def __init__(self, app: Celery, registry: WorkflowRegistry, *, max_payload_bytes: int = 1 << 20,
                  fire_and_forget: bool = True, batch_publish: bool = True,
-                 batch_max_messages: int = 2000) -> None:
+                 batch_max_messages: int = 2000, sent_events: bool = False) -> None:
         self.app = app
+        self.sent_events = sent_events
+        """Send Celery's ``task-sent`` event for the runs' first tasks (off: they cost
+        a tenth of a start, and nothing in the mesh reads them)."""
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self.batch_max_messages = batch_max_messages
@@ -64,23 +81,32 @@ class CeleryStarter:
         return self.registry.get(workflow).run_id(env, attempt)
 
     def canvas(self, req: StartRequest) -> Signature:
-        """The run's full canvas: the workflow's own, then ``mesh.run.finished``, with
-        the dead-letter error callback on every task."""
+        """The run's full canvas: the workflow's own, its success recorded by its last
+        task (or by ``mesh.run.finished`` after a final group/chord), with the
+        dead-letter error callback on every task."""
         wf = self.registry.get(req.workflow)
         ctx = RunContext(self.app, req.run_id, wf.name, wf.version, req.coalesced, req.env.type)
         started_at = time.time()
         body = wf.build(req.env, ctx)
-        finished = self.app.signature(FINISHED_TASK, args=(ctx.meta, started_at),
-                                      task_id=f"{req.run_id}:finished", immutable=True)
         fields = req.fields if req.fields is not None else encode(req.env, self.max_payload_bytes)
         errback = self.app.signature(FAILED_TASK, args=(ctx.meta, fields, started_at))
         _link_error_everywhere(body, errback)
-        _cheap_reprs(body)
-        finished.link_error(errback)
-        if type(body) is Signature:  # one task: a callback costs less than a chain
-            body.link(finished)
+        _short_reprs(body, f"run {req.run_id}")
+        last = _last_task(body)
+        if last is not None and self._records_its_finish(last.task):
+            last.kwargs[FINISH_KWARG] = {"meta": ctx.meta, "started_at": started_at}
             return body
+        finished = self.app.signature(FINISHED_TASK, args=(ctx.meta, started_at),
+                                      task_id=f"{req.run_id}:finished", immutable=True)
+        finished.link_error(errback)
         return body | finished
+
+    def _records_its_finish(self, task_name: str) -> bool:
+        """Whether ``task_name`` is a mesh task (bound by ``workers.kinds``), whose
+        wrapper understands ``FINISH_KWARG``; any other task (unknown to this process,
+        or a plain Celery task) gets the ``mesh.run.finished`` task after it."""
+        task = self.app.tasks.get(task_name)
+        return task is not None and getattr(task, "mesh_kind", None) is not None
 
     def start(self, req: StartRequest) -> None:
         err = self.start_many([req])[0]
@@ -165,9 +191,33 @@ class CeleryStarter:
         Canvas types do not all pass a ``producer`` down (a chain drops it), so the
         app's ``producer_or_acquire`` is pinned to this producer for the duration
         (the dispatcher is single-threaded)."""
-        if not self.batch_publish:
-            yield lambda canvas: canvas.apply_async()
-            return
+        with self._sent_events_setting():
+            if not self.batch_publish:
+                yield lambda canvas: canvas.apply_async(declare=[])
+                return
+            with self._batched() as send:
+                yield send
+
+    @contextlib.contextmanager
+    def _sent_events_setting(self) -> Iterator[None]:
+        """``task_send_sent_event`` as this starter wants it, for its sends only (the
+        app's setting is read per message; the dispatcher is single-threaded)."""
+        conf = self.app.conf
+        before = conf.task_send_sent_event
+        conf.task_send_sent_event = before and self.sent_events
+        try:
+            yield
+        finally:
+            conf.task_send_sent_event = before
+
+    @contextlib.contextmanager
+    def _batched(self) -> Iterator[Callable[[Signature], Any]]:
+        """``declare=[]``: Celery would otherwise run kombu's ``maybe_declare`` of the
+        task's queue for every message (a tenth of a start, through
+        ``connection.ensure``, though cached). The mesh's queues are direct queues,
+        which Celery publishes through the anonymous exchange straight to the queue's
+        Redis list: no binding is looked up, so nothing needs declaring before a send
+        (``tests/test_dispatcher_starter.py`` starts a run before any worker exists)."""
         with self.app.producer_or_acquire() as producer:
             if not self._batch_checked:
                 self._batch_checked = True
@@ -178,24 +228,38 @@ class CeleryStarter:
                 lambda p=None: contextlib.nullcontext(p or producer))
             try:
                 with producer.batch(max_size=self.batch_max_messages):
-                    yield lambda canvas: canvas.apply_async()
+                    yield lambda canvas: canvas.apply_async(declare=[])
             finally:
                 del self.app.producer_or_acquire
 
 
-def _cheap_reprs(canvas: Any) -> None:
-    """Give the task the dispatcher sends itself (a lone task, or a chain's first) its
-    ``argsrepr``/``kwargsrepr`` (what Flower and the task-sent event show) from the
-    builtin ``repr``, cut at Celery's 1024 characters: Celery's own ``saferepr``
-    streams in pure Python and costs a tenth of a start. Our args are bounded JSON
-    (the payload limit), so the builtin is safe here."""
+def _short_reprs(canvas: Any, text: str) -> None:
+    """Give every task of the canvas the ``argsrepr`` ``text`` (what Flower, the
+    task-sent/received events and the worker's log show instead of the arguments):
+    Celery's own ``saferepr`` of the arguments streams in pure Python and cost 13% of a
+    start, and the arguments hold event fields that have no business in Flower."""
+    from celery.canvas import _chain, _chord, group
+
+    if isinstance(canvas, _chord):
+        for t in canvas.tasks:
+            _short_reprs(t, text)
+        _short_reprs(canvas.body, text)
+    elif isinstance(canvas, (_chain, group)):
+        for t in canvas.tasks:
+            _short_reprs(t, text)
+    elif "argsrepr" not in canvas.options:
+        canvas.options["argsrepr"] = text
+        canvas.options["kwargsrepr"] = ""
+
+
+def _last_task(canvas: Any) -> Signature | None:
+    """The plain task the run ends with (a lone task, or a chain's last when it is a
+    plain task), or None when the run ends in a group or a chord."""
     from celery.canvas import _chain
 
-    first = canvas.tasks[0] if isinstance(canvas, _chain) and canvas.tasks else canvas
-    if type(first) is not Signature or "argsrepr" in first.options:
-        return
-    first.options["argsrepr"] = repr(tuple(first.args))[:1024]
-    first.options["kwargsrepr"] = repr(dict(first.kwargs))[:1024]
+    while isinstance(canvas, _chain) and canvas.tasks:
+        canvas = canvas.tasks[-1]
+    return canvas if type(canvas) is Signature else None
 
 
 def _link_error_everywhere(canvas: Any, errback: Signature) -> None:

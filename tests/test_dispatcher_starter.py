@@ -1,8 +1,10 @@
-"""The canvases the starter sends (no broker needed: they are inspected, not sent)."""
+"""The canvases the starter sends (inspected, no broker), and what a real worker makes
+of them: each run's success recorded once, with or without the bookkeeping task."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,9 +17,14 @@ from events.catalog import CustomerActivity
 from events.routing import StartRequest
 from mesh.keys import Keys
 from mesh.settings import MeshSettings
+from tests.support.procs import start, wait_for
 from workers.app import create_app
+from workers.kinds import FINISH_KWARG
+from workers.runstats import RunStats
 
-APP = create_app(MeshSettings.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0"}))
+PROBES = '["tests.support.probe_tasks"]'
+APP = create_app(MeshSettings.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0",
+                                    "MESH_CELERY_EXTRA_MODULES": PROBES}))
 ENV = Envelope.wrap(CustomerActivity(customer_id="1", logins_30d=1, active_days_30d=1))
 
 
@@ -42,24 +49,43 @@ def test_run_ids_are_deterministic_and_a_replay_is_a_new_attempt() -> None:
     assert st.run_id("w", ENV, "1-0") != st.run_id("w", ENV)
 
 
-def test_one_task_gets_the_bookkeeping_callback_and_the_errback() -> None:
+def test_one_task_records_the_run_itself_and_gets_the_errback() -> None:
     canvas = _canvas(lambda env, ctx: ctx.sig("mesh.probe.record", ctx.meta, {}))
-    [finished] = canvas.options["link"]
-    assert finished["task"] == FINISHED_TASK and finished["immutable"]
-    assert finished["args"][0]["workflow_version"] == "3"
+    assert type(canvas).__name__ == "Signature" and "link" not in canvas.options  # no 2nd task
+    finish = canvas.kwargs[FINISH_KWARG]
+    assert finish["meta"]["workflow_version"] == "3" and finish["started_at"] > 0
     assert _errbacks(canvas) == [FAILED_TASK]
     assert canvas.options["task_id"].endswith(":record")
 
 
-def test_a_chain_ends_with_the_bookkeeping_task_and_every_task_has_the_errback() -> None:
+def test_a_chain_last_task_records_the_run_and_every_task_has_the_errback() -> None:
     def build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
         return chain(ctx.sig("mesh.probe.record", ctx.meta, {}, step="a"),
                      ctx.sig("mesh.probe.record", ctx.meta, {}, step="b"))
 
     canvas = _canvas(build)
-    names = [t.task for t in canvas.tasks]
-    assert names[-1] == FINISHED_TASK and len(names) == 3
+    assert [t.task for t in canvas.tasks] == ["mesh.probe.record"] * 2
+    assert FINISH_KWARG not in canvas.tasks[0].kwargs
+    assert canvas.tasks[1].kwargs[FINISH_KWARG]["meta"]["run_id"] == canvas.tasks[1].args[0]["run_id"]
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
+
+
+def test_a_task_unknown_to_the_starter_is_followed_by_the_bookkeeping_task() -> None:
+    canvas = _canvas(lambda env, ctx: ctx.sig("mesh.not.declared.here", ctx.meta))
+    assert [t.task for t in canvas.tasks] == ["mesh.not.declared.here", FINISHED_TASK]
+    assert FINISH_KWARG not in canvas.tasks[0].kwargs
+    assert canvas.tasks[1].options["task_id"].endswith(":finished")
+    assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
+
+
+def test_a_chain_ending_in_a_group_keeps_the_bookkeeping_task() -> None:
+    def build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+        return chain(ctx.sig("mesh.probe.record", ctx.meta, {}, step="a"),
+                     group(ctx.sig("mesh.probe.record", ctx.meta, {}, step=f"g{i}") for i in range(2)))
+
+    canvas = _canvas(build)  # chain | group | task: Celery makes the end a chord
+    assert canvas.tasks[-1].body.task == FINISHED_TASK
+    assert not any(FINISH_KWARG in t.kwargs for t in canvas.tasks[-1].tasks)
 
 
 def test_chord_header_tasks_get_the_errback_too() -> None:
@@ -72,6 +98,7 @@ def test_chord_header_tasks_get_the_errback_too() -> None:
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
     assert [t.task for t in canvas.body.tasks][-1] == FINISHED_TASK
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.body.tasks)
+    assert not any(FINISH_KWARG in t.kwargs for t in [*canvas.tasks, *canvas.body.tasks])
 
 
 def test_a_builder_that_raises_is_reported_per_request() -> None:
@@ -104,7 +131,73 @@ def test_start_many_sends_every_run_in_one_publish_batch(settings: MeshSettings,
     assert app.backend.result_consumer._pubsub is None
 
 
-def test_the_first_task_carries_a_cheap_bounded_repr_of_its_arguments() -> None:
-    canvas = _canvas(lambda env, ctx: ctx.sig("mesh.probe.record", ctx.meta, {"big": "x" * 5000}))
-    assert canvas.options["argsrepr"].startswith("({'run_id': ")
-    assert len(canvas.options["argsrepr"]) == 1024 and canvas.options["kwargsrepr"] == "{}"
+def test_every_task_carries_a_short_repr_instead_of_its_arguments() -> None:
+    def build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+        return chain(ctx.sig("mesh.probe.record", ctx.meta, {"big": "x" * 5000}, step="a"),
+                     ctx.sig("mesh.probe.record", ctx.meta, {"secret-ish": "field"}, step="b"))
+
+    canvas = _canvas(build)
+    run_id = canvas.tasks[0].args[0]["run_id"]
+    assert [t.options["argsrepr"] for t in canvas.tasks] == [f"run {run_id}"] * 2
+    assert [t.options["kwargsrepr"] for t in canvas.tasks] == ["", ""]
+
+
+def _settle(client: redis.Redis, keys: Keys, workflows: list[str]) -> dict[str, int]:
+    return {w: RunStats(client, keys).get(w).successes for w in workflows}
+
+
+@pytest.mark.e2e
+def test_a_real_worker_records_each_run_once_whatever_its_shape(
+        settings: MeshSettings, r: redis.Redis, tmp_path: Path) -> None:
+    """Runs are sent BEFORE any worker ever ran on this (fresh) key prefix: the
+    starter's ``declare=[]`` must not lose them. Then one worker runs a lone task, a
+    chain and a chord; each run is recorded exactly once, the first two without a
+    ``mesh.run.finished`` task; a re-sent lone run (same ids) is not counted twice."""
+    s = MeshSettings.load({**settings.to_env(), "MESH_CELERY_EXTRA_MODULES": PROBES})
+    keys = Keys(s.redis.key_prefix)
+    app = create_app(s)
+
+    def lone(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+        return ctx.sig("mesh.probe.record", ctx.meta, {"shape": "lone"})
+
+    def chained(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+        return chain(ctx.sig("mesh.probe.record", ctx.meta, {"shape": "chain-a"}, step="a"),
+                     ctx.sig("mesh.probe.record", ctx.meta, {"shape": "chain-b"}, step="b")
+                     .set(immutable=True))
+
+    def chorded(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+        header = group(ctx.sig("mesh.probe.record", ctx.meta, {"shape": f"part{i}"}, step=f"p{i}")
+                       for i in range(2))
+        body = ctx.sig("mesh.probe.record", ctx.meta, {"shape": "join"}, step="join")
+        return chord(header, body.set(immutable=True))
+
+    reg = WorkflowRegistry()
+    for name, build in (("lone", lone), ("chained", chained), ("chorded", chorded)):
+        reg.add(Workflow(name, "1", (On("customer.activity"),), build))
+    st = CeleryStarter(app, reg)
+    reqs = [StartRequest(w, ENV, st.run_id(w, ENV), 1, {"id": ENV.event_id}) for w in reg.workflows]
+    assert st.start_many(reqs) == [None] * 3
+    assert app.conf.task_send_sent_event  # the starter's setting is scoped to its sends
+
+    w = start("worker", ["worker", "-Q", "cpu", "-c", "1"], s, tmp_path / "logs")
+    try:
+        want = {"lone": 1, "chained": 1, "chorded": 1}
+        wait_for(lambda: _settle(r, keys, list(want)) == want, 60, what="three runs recorded")
+        shapes = sorted(json.loads(x)["event"]["shape"] for x in r.lrange(keys.ns("probe", "runs"), 0, -1))
+        assert shapes == ["chain-a", "chain-b", "join", "lone", "part0", "part1"]
+        by_wf = {q.workflow: q.run_id for q in reqs}
+        assert app.AsyncResult(f"{by_wf['chorded']}:finished").state == "SUCCESS"
+        for wf in ("lone", "chained"):  # recorded by their last task: no bookkeeping task
+            assert app.AsyncResult(f"{by_wf[wf]}:finished").state == "PENDING"
+            assert r.exists(keys.ns("runs", "done", by_wf[wf]))
+        # Sent again (a redelivered dispatcher batch), then a new run behind it (one
+        # worker process: it runs them in order): the re-sent run is not counted again.
+        env2 = Envelope.wrap(CustomerActivity(customer_id="2", logins_30d=1, active_days_30d=1))
+        again = [reqs[0], StartRequest("lone", env2, st.run_id("lone", env2), 1, {"id": env2.event_id})]
+        assert st.start_many(again) == [None, None]
+        wait_for(lambda: r.llen(keys.ns("probe", "runs")) == 8, 60, what="both runs ran")
+        wait_for(lambda: _settle(r, keys, ["lone"]) == {"lone": 2}, 60, what="the new run recorded")
+        assert _settle(r, keys, list(want)) == want | {"lone": 2}
+        assert RunStats(r, keys).get("lone").failures == 0
+    finally:
+        w.stop()

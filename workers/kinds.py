@@ -17,12 +17,21 @@ critical      0        -                  never retried; reported at once
 ``TransientError`` is retried per the kind. Any other exception is retried like a
 transient one unless the kind says otherwise (``retry_unexpected``).
 
+A run's last task also records the run's success: the starter passes it the reserved
+keyword argument ``_mesh_finish`` (``FINISH_KWARG``: ``{"meta": ..., "started_at": ...}``),
+which the wrapper pops before calling the function and, once the function returned,
+records with ``workers.runstats.record_success`` (once per run, however often the task
+is redelivered). Should that fail (Redis unreachable), the bookkeeping is handed to the
+``mesh.run.finished`` task (its own retries, the task's error callbacks), as the starter
+does for runs that end in a group or chord.
+
 Tasks are declared without an app (``@task(...)`` records a ``TaskSpec``) and bound to
 an app by ``register_tasks(app)``, so the same module serves any number of apps.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +42,12 @@ from mesh.errors import PermanentError, TransientError
 
 if TYPE_CHECKING:
     from celery import Celery, Task
+
+log = logging.getLogger("mesh.kinds")
+
+FINISH_KWARG = "_mesh_finish"
+"""Reserved keyword argument: the run's bookkeeping, for the run's last task."""
+FINISHED_TASK = "mesh.run.finished"
 
 
 @dataclass(frozen=True)
@@ -114,9 +129,10 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
     kind = spec.kind
 
     def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+        finish = kwargs.pop(FINISH_KWARG, None)  # a copy: a retry still carries it
         rt = runtime_for(self.app)
         try:
-            return spec.fn(rt, *args, **kwargs)
+            result = spec.fn(rt, *args, **kwargs)
         except PermanentError:
             raise
         except TransientError as exc:
@@ -129,6 +145,9 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
                 raise
             raise self.retry(exc=exc, countdown=kind.delay_s(self.request.retries),
                              max_retries=kind.max_retries) from None
+        if finish is not None:
+            _record_finish(self, rt, finish)
+        return result
 
     run.__name__ = spec.fn.__name__
     run.__doc__ = spec.fn.__doc__
@@ -136,3 +155,21 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
         name=spec.name, bind=True, shared=False, queue=spec.queue, max_retries=kind.max_retries,
         mesh_kind=kind.name, **spec.options,
     )(run)
+
+
+def _record_finish(task: Task, rt: Any, finish: dict[str, Any]) -> None:
+    """Record the run's success inline (the last task's function returned). When that
+    fails, send ``mesh.run.finished`` with the same data and this task's error
+    callbacks, so the bookkeeping gets retries of its own and the function is not
+    re-run for it; if even that send fails, the task fails (and its errbacks run)."""
+    from workers.runstats import record_success
+
+    meta, started_at = finish["meta"], float(finish["started_at"])
+    try:
+        record_success(rt.redis, rt.keys, meta, started_at)
+    except Exception as exc:
+        log.warning("recording run %s inline failed (%s); sending %s", meta.get("run_id"),
+                    type(exc).__name__, FINISHED_TASK)
+        task.app.signature(FINISHED_TASK, args=(meta, started_at),
+                           task_id=f"{meta['run_id']}:finished", immutable=True,
+                           link_error=task.request.errbacks or None).apply_async()

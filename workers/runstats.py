@@ -83,6 +83,18 @@ class RunStats:
         )
 
 
+def record_success(client: redis.Redis, keys: Keys, meta: dict[str, Any], started_at: float) -> bool:
+    """A run's success (every step succeeded): stats and the ``succeeded`` metric, once
+    per run. Called by the run's last task (``workers.kinds``) or by the bookkeeping
+    task ``mesh.run.finished``; returns False when the run was already recorded."""
+    from monitoring import metrics
+
+    first = RunStats(client, keys).finished(meta["workflow"], meta["run_id"], started_at, ok=True)
+    if first:
+        metrics.workflow_run(meta["workflow"], "succeeded")
+    return first
+
+
 def _text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
