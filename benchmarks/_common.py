@@ -67,7 +67,7 @@ PROBE_MODULES = '["benchmarks.probe"]'
 
 def probe_settings(server: EmbeddedRedis, **env: str) -> MeshSettings:
     """Settings whose processes load the benchmark probe (event type, workflow, task)."""
-    return bench_settings(server, MESH_CELERY_EXTRA_MODULES=PROBE_MODULES, **env)
+    return bench_settings(server, **{"MESH_CELERY_EXTRA_MODULES": PROBE_MODULES, **env})
 
 
 def dispatcher_available() -> bool:

@@ -49,7 +49,28 @@ from workers.app import create_app
 GOAL_P50_MS = 5.0
 GOAL_P99_MS = 25.0
 WORKER_NOTE = ("mesh worker -Q cpu -c 2 (prefork; with -c 1 it drained only ~320 probe tasks/s "
-               "here, and a dispatcher-started run is two tasks: the probe + mesh.run.finished)")
+               "here)")
+TAIL_MS = GOAL_P99_MS
+
+
+def tail(reps: list[list[float]], rate_per_s: float) -> dict[str, Any]:
+    """Where the slow samples (over the p99 goal) are: how many, and in how many
+    *episodes* (runs of slow samples sent less than 100 ms apart). Few long episodes
+    mean the worker or the machine stalled now and then (a child replaced, a
+    scheduler hiccup); many short ones, a per-message cost."""
+    gap = max(1, int(rate_per_s * 0.1))
+    slow = episodes = 0
+    longest = 0.0
+    for rep in reps:  # samples in send order, one every 1/rate s
+        idx = [i for i, x in enumerate(rep) if x > TAIL_MS]
+        slow += len(idx)
+        starts = [i for k, i in enumerate(idx) if k == 0 or i - idx[k - 1] > gap]
+        episodes += len(starts)
+        for k, i in enumerate(starts):
+            end = starts[k + 1] if k + 1 < len(starts) else len(rep)
+            longest = max(longest, max(rep[i:end]))
+    return {"over_ms": TAIL_MS, "samples": slow, "episodes": episodes,
+            "worst_ms": round(longest, 1)}
 
 
 def paced(rate_per_s: float, duration_s: float, send: Callable[[int], str]) -> dict[str, float]:
@@ -99,7 +120,7 @@ def stats(lat: list[float]) -> dict[str, float]:
 
 
 def run(quick: bool = False, rate_per_s: float = 200.0, concurrency: int = 2,
-        pool: str = "prefork") -> dict[str, Any]:
+        pool: str = "prefork", env: dict[str, str] | None = None) -> dict[str, Any]:
     repeats = 5
     phase_s = 1.0 if quick else 4.0
     result: dict[str, Any] = {"unit": "ms", "params": {
@@ -107,11 +128,13 @@ def run(quick: bool = False, rate_per_s: float = 200.0, concurrency: int = 2,
         "total_seconds_per_side": phase_s * repeats,
         "worker": WORKER_NOTE if (concurrency, pool) == (2, "prefork")
         else f"mesh worker -Q cpu -c {concurrency} --pool {pool}"}}
+    if env:
+        result["params"]["settings_env"] = env
     if not dispatcher_available():
         result["status"] = "mesh dispatcher not available yet"
         return result
     with embedded_redis() as server, tempfile.TemporaryDirectory(prefix="mesh-bench-logs-") as logs:
-        s = probe_settings(server)
+        s = probe_settings(server, **(env or {}))
         keys = Keys(s.redis.key_prefix)
         client = make_client(s.redis)
         pub = Publisher(client, s.streams, keys)
@@ -147,8 +170,8 @@ def run(quick: bool = False, rate_per_s: float = 200.0, concurrency: int = 2,
                 return pub.publish(BenchPing(ping_id=f"l{i}", seq=i))
 
             def settle() -> None:
-                """Let the worker finish what a phase left queued (the runs' second
-                task, mesh.run.finished), so no phase starts behind another's backlog."""
+                """Let the worker finish what a phase left queued, so no phase starts
+                behind another's backlog."""
                 wait_until(lambda: client.llen(queue) == 0, 300, "Celery queue drained", interval_s=0.05)
                 time.sleep(0.3)
 
@@ -178,6 +201,7 @@ def run(quick: bool = False, rate_per_s: float = 200.0, concurrency: int = 2,
             "median_of_repeats": {"p50_ms": round(summary([p["p50_ms"] for p in per])["median"], 3),
                                   "p99_ms": round(summary([p["p99_ms"] for p in per])["median"], 3)},
             "per_repeat": per,
+            "tail": tail(reps, rate_per_s),
         }
     result["dispatcher_to_queue_no_worker"]["note"] = (
         "publish -> task message on the Celery queue (BRPOP by the benchmark), no worker")
@@ -195,12 +219,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rate", type=float, default=200.0, help="events per second")
     ap.add_argument("--concurrency", "-c", type=int, default=2, help="worker concurrency")
     ap.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    ap.add_argument("--env", action="append", default=[], metavar="MESH_X_Y=VALUE",
+                    help="a settings override for every process (repeatable)")
+    ap.add_argument("--name", default="", help="result file name (default from the options)")
     args = ap.parse_args(argv)
     name = "latency" if args.rate == 200.0 else f"latency_{args.rate:g}per_s"
     if (args.concurrency, args.pool) != (2, "prefork"):
         name += f"_{args.pool}{args.concurrency}"
-    return emit(name, run(quick=args.quick, rate_per_s=args.rate, concurrency=args.concurrency,
-                          pool=args.pool))
+    env = dict(kv.split("=", 1) for kv in args.env)
+    return emit(args.name or name, run(quick=args.quick, rate_per_s=args.rate,
+                                       concurrency=args.concurrency, pool=args.pool, env=env))
 
 
 if __name__ == "__main__":
