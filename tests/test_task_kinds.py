@@ -103,3 +103,15 @@ def test_a_failed_inline_run_record_is_handed_to_the_bookkeeping_task(
     stats = RunStats(r, keys).get("wf-fallback")
     assert (stats.successes, stats.failures) == (1, 0)
     assert r.exists(keys.ns("runs", "done", "run-fallback"))
+
+
+def test_time_limits_follow_the_kind_and_an_explicit_option_wins() -> None:
+    from mesh.settings import MeshSettings as _S
+
+    s = _S.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = create_app(s)
+    embed = app.tasks["mesh.embedding.embed"]
+    assert (embed.time_limit, embed.soft_time_limit) == (600, 570)
+    # training, and the whole-corpus re-embedding, keep the global (longest) limit
+    assert app.tasks["mesh.retrain.churn"].time_limit == s.celery.task_time_limit_s
+    assert app.tasks["mesh.embedding.reembed_all"].time_limit == s.celery.task_time_limit_s

@@ -60,6 +60,11 @@ class TaskKind:
     retry_unexpected: bool = True
     report_at_once: bool = False
     """Report the first failure to Sentry/alerts immediately (critical work)."""
+    time_limit_s: int | None = 600
+    """Hard time limit of one execution (soft limit 30 s earlier); None: the global
+    ``celery.task_time_limit_s`` (training). Short limits matter beyond runaway tasks:
+    a worker's main process keeps a timer per task until its hard limit, so its memory
+    plateaus at about rate x limit (see docs/reliability.md)."""
 
     def delay_s(self, retries_so_far: int, hint_s: float | None = None,
                 rng: random.Random | None = None) -> float:
@@ -79,7 +84,8 @@ class TaskKind:
 
 API_CALL = TaskKind("api_call", max_retries=6, backoff_s=1.0, backoff_max_s=60.0)
 INFERENCE = TaskKind("inference", max_retries=2, backoff_s=0.5, backoff_max_s=5.0)
-TRAINING = TaskKind("training", max_retries=2, backoff_s=60.0, backoff_max_s=900.0)
+TRAINING = TaskKind("training", max_retries=2, backoff_s=60.0, backoff_max_s=900.0,
+                    time_limit_s=None)
 STANDARD = TaskKind("standard", max_retries=3, backoff_s=2.0, backoff_max_s=60.0)
 CRITICAL = TaskKind("critical", max_retries=0, backoff_s=0.0, backoff_max_s=0.0,
                     jitter=False, retry_unexpected=False, report_at_once=True)
@@ -151,9 +157,14 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
 
     run.__name__ = spec.fn.__name__
     run.__doc__ = spec.fn.__doc__
+    limits: dict[str, Any] = {}
+    if kind.time_limit_s is not None:
+        limits = {"time_limit": kind.time_limit_s, "soft_time_limit": max(1, kind.time_limit_s - 30)}
+    limits.update({k: v for k, v in spec.options.items() if k in ("time_limit", "soft_time_limit")})
+    options = {k: v for k, v in spec.options.items() if k not in limits}
     app.task(
         name=spec.name, bind=True, shared=False, queue=spec.queue, max_retries=kind.max_retries,
-        mesh_kind=kind.name, **spec.options,
+        mesh_kind=kind.name, **limits, **options,
     )(run)
 
 

@@ -17,7 +17,9 @@ class CelerySettings(BaseModel):
     """Unacked tasks are redelivered after this; must exceed ``task_time_limit_s``."""
     result_expires_s: int = Field(default=86_400, ge=60)
     worker_concurrency: int = Field(default=2, ge=1)
-    worker_max_tasks_per_child: int = Field(default=1000, ge=1)
+    worker_max_tasks_per_child: int = Field(default=100_000, ge=1)
+    """Recycle a pool process after this many tasks (memory is also capped below);
+    recycling often shows up as latency spikes."""
     worker_max_memory_per_child_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
     extra_modules: list[str] = Field(default_factory=list)
     """More modules to import in every mesh process: your own workflows and tasks."""

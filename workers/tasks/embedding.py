@@ -32,7 +32,9 @@ def delete(rt: Any, meta: dict[str, Any], content_id: str, event_id: str = "") -
     return pipeline.delete(rt, content_id, meta, event_id)
 
 
-@task("mesh.embedding.reembed_all", kind=INFERENCE, resource=Resource.GPU_BULK)
+# The whole corpus in one task: bounded by the global limit, not inference's 10 min.
+@task("mesh.embedding.reembed_all", kind=INFERENCE, resource=Resource.GPU_BULK,
+      time_limit=None, soft_time_limit=None)
 def reembed_all(rt: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """After a model upgrade: move every document to the current model version."""
     return pipeline.reembed_all(rt, meta)
