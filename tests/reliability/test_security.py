@@ -173,14 +173,17 @@ def test_worker_logs_carry_no_secret(secure_redis: SecureRedis,
         assert secret not in log
 
 
-def test_worker_with_wrong_password_exits_at_once_with_the_reason(
-        secure_redis: SecureRedis, tmp_path: Path) -> None:
-    """Celery alone would retry a refused password forever; ``mesh worker`` checks the
-    credentials first and exits 1 with the reason (and no secret)."""
+@pytest.mark.parametrize("args", [["worker", "-Q", "cpu", "-c", "1"], ["dispatcher"]],
+                         ids=["worker", "dispatcher"])
+def test_process_with_wrong_password_exits_at_once_with_the_reason(
+        secure_redis: SecureRedis, tmp_path: Path, args: list[str]) -> None:
+    """Celery (and a reconnect loop) alone would retry a refused password forever;
+    ``mesh worker`` and ``mesh dispatcher`` check the credentials first and exit 1 with
+    the reason (and no secret)."""
     t = secure_redis.tenants[0]
     bad_secret = "wrong-" + t.password[::-1]
     s = secure_redis.settings(t, tmp_path, password=bad_secret)
-    w = start("worker-bad", ["worker", "-Q", "cpu", "-c", "1"], s, tmp_path / "logs")
+    w = start(f"{args[0]}-bad", args, s, tmp_path / "logs")
     try:
         w.popen.wait(60)
     finally:

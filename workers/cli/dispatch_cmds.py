@@ -36,6 +36,9 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = load_settings()
+    from workers.cli.run_cmds import fail_fast_on_credentials
+
+    fail_fast_on_credentials(s)  # a refused password is final: exit 1, not retry forever
     registry = load_workflows(s)
     app = create_app(s)
     d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,

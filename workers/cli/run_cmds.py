@@ -8,6 +8,7 @@ import socket
 import click
 
 from gpu_pool.routing import ALL_QUEUES
+from mesh.settings import MeshSettings
 from workers.cli._common import load_settings
 
 
@@ -16,12 +17,12 @@ def _app():  # type: ignore[no-untyped-def]
     from workers.app import create_app
 
     settings = load_settings()
-    _check_credentials(settings)
+    fail_fast_on_credentials(settings)
     load_workflows(settings)
     return create_app(settings)
 
 
-def _check_credentials(settings) -> None:  # type: ignore[no-untyped-def]
+def fail_fast_on_credentials(settings: MeshSettings) -> None:
     """Exit at once, with a clear message, when Redis refuses the credentials or the ACL
     user lacks a permission: Celery would retry that forever. An unreachable Redis is
     left to Celery's reconnect backoff (it may simply not be up yet)."""
