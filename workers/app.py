@@ -1,6 +1,6 @@
 """The Celery app, configured from the settings tree.
 
-Guarantees set here (tests check each): JSON only (pickle is refused, in and out),
+Guarantees set here (tests check each): JSON only (every other serializer is refused, in and out),
 ``acks_late`` + ``reject_on_worker_lost`` (a task is acknowledged after it ran, and one
 whose worker died is redelivered), bounded prefetch, a visibility timeout above the
 longest task's hard time limit, task events on (Flower), Redis result backend whose
