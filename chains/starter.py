@@ -238,18 +238,10 @@ def _short_reprs(canvas: Any, text: str) -> None:
     task-sent/received events and the worker's log show instead of the arguments):
     Celery's own ``saferepr`` of the arguments streams in pure Python and cost 13% of a
     start, and the arguments hold event fields that have no business in Flower."""
-    from celery.canvas import _chain, _chord, group
-
-    if isinstance(canvas, _chord):
-        for t in canvas.tasks:
-            _short_reprs(t, text)
-        _short_reprs(canvas.body, text)
-    elif isinstance(canvas, (_chain, group)):
-        for t in canvas.tasks:
-            _short_reprs(t, text)
-    elif "argsrepr" not in canvas.options:
-        canvas.options["argsrepr"] = text
-        canvas.options["kwargsrepr"] = ""
+    for task in _plain_tasks(canvas):
+        if "argsrepr" not in task.options:
+            task.options["argsrepr"] = text
+            task.options["kwargsrepr"] = ""
 
 
 def _last_task(canvas: Any) -> Signature | None:
@@ -265,17 +257,23 @@ def _last_task(canvas: Any) -> Signature | None:
 def _link_error_everywhere(canvas: Any, errback: Signature) -> None:
     """Put ``errback`` on every task of the canvas, chord headers included (Celery's own
     ``chord.link_error`` reaches only the body unless a setting says otherwise)."""
+    for task in _plain_tasks(canvas):
+        task.link_error(errback)
+
+
+def _plain_tasks(canvas: Any) -> Iterator[Signature]:
+    """Every plain task of a canvas: chain and group members, chord headers and body."""
     from celery.canvas import _chain, _chord, group
 
     if isinstance(canvas, _chord):
         for t in canvas.tasks:
-            _link_error_everywhere(t, errback)
-        _link_error_everywhere(canvas.body, errback)
+            yield from _plain_tasks(t)
+        yield from _plain_tasks(canvas.body)
     elif isinstance(canvas, (_chain, group)):
         for t in canvas.tasks:
-            _link_error_everywhere(t, errback)
+            yield from _plain_tasks(t)
     else:
-        canvas.link_error(errback)
+        yield canvas
 
 
 def describe(req: StartRequest) -> dict[str, Any]:
