@@ -26,7 +26,12 @@ def utcnow() -> datetime:
 class Event(BaseModel):
     """Base of every typed event (the payload). Subclasses set the class variables."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1_000_000)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1_000_000,
+                              allow_inf_nan=False)
+    """``allow_inf_nan=False``: ``Infinity``, ``NaN`` and numbers that overflow to
+    infinity are refused (a score of ``inf`` is no data). The dispatcher also validates
+    payloads strictly (``events.wire.decode``): a ``"3"`` or ``true`` for an integer is
+    refused there, as the published JSON Schema says."""
 
     event_type: ClassVar[str]
     """Dotted type name on the wire, e.g. ``customer.updated``."""

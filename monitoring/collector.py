@@ -18,6 +18,9 @@ Celery queues / workers                         ``mesh_queue_length{queue}``,
                                                 ``mesh_tasks_running{queue}``,
                                                 ``mesh_task_running_max_age_seconds{task}``,
                                                 ``mesh_task_time_limit_seconds{task}``
+runs (the run ledger)                           ``mesh_runs_total{state}``, ``mesh_runs_in_flight``,
+                                                ``mesh_runs_overdue{workflow}``,
+                                                ``mesh_runs_redriven_total``
 workflows                                       ``mesh_workflow_last_success_timestamp_seconds``,
                                                 ``mesh_workflow_sla_seconds``,
                                                 ``mesh_workflow_registered_timestamp_seconds``,
@@ -181,6 +184,7 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
         fin.add_metric([w.name, "failed"], w.failures)
         retries.add_metric([w.name], w.retries)
     yield from (last, sla, reg, fin, retries)
+    yield from _run_families(snap)
     oldest = _gauge("mesh_result_oldest_timestamp_seconds",
                     "Write time of the stalest stored result of the kind.", ["kind"])
     count = _gauge("mesh_results", "Entities with a stored result of the kind.", ["kind"])
@@ -189,6 +193,28 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
         if ts is not None:
             oldest.add_metric([kind], ts)
     yield from (oldest, count)
+
+
+def _run_families(snap: Snapshot) -> Iterator[Any]:
+    """The run ledger: runs by outcome, in flight, overdue (stuck) and re-driven."""
+    runs = CounterMetricFamily("mesh_runs", "Workflow runs recorded by the run ledger, by "
+                               "state reached (started, succeeded, failed, cancelled).",
+                               labels=["state"])
+    for state in ("started", "succeeded", "failed", "cancelled"):
+        runs.add_metric([state], snap.runs_counts.get(state, 0))
+    inflight = _gauge("mesh_runs_in_flight", "Runs started and not yet ended.")
+    inflight.add_metric([], snap.runs_in_flight)
+    overdue = _gauge("mesh_runs_overdue", "Runs in flight past their re-drive deadline "
+                     "(no progress: stuck), by workflow.", ["workflow"])
+    for wf, n in sorted(snap.runs_overdue.items()):
+        overdue.add_metric([wf], n)
+    for wf in (w.name for w in snap.workflows):
+        if wf not in snap.runs_overdue:
+            overdue.add_metric([wf], 0)
+    redriven = CounterMetricFamily("mesh_runs_redriven", "Runs re-sent by the re-driver "
+                                   "(their messages were lost or their worker died).")
+    redriven.add_metric([], snap.runs_counts.get("redriven", 0))
+    yield from (runs, inflight, overdue, redriven)
 
 
 def _gpu_families(snap: Snapshot) -> Iterator[Any]:

@@ -21,6 +21,7 @@ import redis
 
 from gpu_pool.routing import ALL_QUEUES
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring.celery_hooks import running_key, workers_key
 from monitoring.metrics import results_key
@@ -85,6 +86,11 @@ class Snapshot:
     offpeak_open: bool | None = None
     offpeak_next: float | None = None
     offpeak_end: float | None = None
+    runs_counts: dict[str, int] = field(default_factory=dict)
+    """The run ledger's counters: started, succeeded, failed, cancelled, redriven."""
+    runs_in_flight: int = 0
+    runs_overdue: dict[str, int] = field(default_factory=dict)
+    """Workflow -> runs in flight past their re-drive deadline (stuck)."""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -114,6 +120,7 @@ def take(client: redis.Redis, settings: MeshSettings, workflows: list[Any] | Non
     _queues(client, keys, snap)
     _workers(client, settings, keys, snap)
     _workflows(client, keys, workflows or [], snap)
+    _runs(client, settings, keys, snap)
     _results(client, keys, snap)
     _gpu(client, settings, keys, snap)
     return snap
@@ -220,7 +227,7 @@ def _workers(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snap
 
 
 def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snapshot) -> None:
-    last = {_s(k): float(v) for k, v in client.hgetall(keys.ns("runs", "last_success")).items()}
+    last = {_s(k): float(v) for k, v in client.hgetall(keys.runs_last_success()).items()}
     reg_key = keys.ns("mon", "workflows", "registered")
     pipe = client.pipeline(transaction=False)
     for wf in workflows:
@@ -228,10 +235,31 @@ def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snap
     pipe.hgetall(reg_key)
     registered = {_s(k): float(v) for k, v in pipe.execute()[-1].items()}
     for wf in workflows:
-        stats = {_s(k): int(v) for k, v in client.hgetall(keys.ns("runs", "stats", wf.name)).items()}
+        stats = {_s(k): int(v) for k, v in client.hgetall(keys.runs_stats(wf.name)).items()}
         snap.workflows.append(WorkflowInfo(
             wf.name, int(wf.sla_s), last.get(wf.name), stats.get("successes", 0),
             stats.get("failures", 0), stats.get("retries", 0), registered.get(wf.name)))
+
+
+OVERDUE_READ_MAX = 1000
+"""Overdue runs read per snapshot to label them by workflow (bounded)."""
+
+
+def _runs(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot) -> None:
+    """The run ledger (``mesh.runs``): counters, runs in flight, overdue runs. A run is
+    counted overdue once past its deadline by two re-drive intervals (the re-driver
+    had its chance)."""
+    ledger = RunLedger(client, keys, settings.runs)
+    snap.runs_counts = ledger.counts()
+    snap.runs_in_flight = ledger.in_flight_count()
+    grace = 2 * settings.runs.redrive_interval_s
+    ids = client.zrangebyscore(keys.runs_inflight(), "-inf", snap.taken_at - grace,
+                               start=0, num=OVERDUE_READ_MAX)
+    if ids:
+        pipe = client.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hget(keys.run(_s(rid)), "workflow")
+        snap.runs_overdue = dict(Counter(_s(w) if w else "none" for w in pipe.execute()))
 
 
 def _results(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:

@@ -17,13 +17,15 @@ critical      0        -                  never retried; reported at once
 ``TransientError`` is retried per the kind. Any other exception is retried like a
 transient one unless the kind says otherwise (``retry_unexpected``).
 
-A run's last task also records the run's success: the starter passes it the reserved
-keyword argument ``_mesh_finish`` (``FINISH_KWARG``: ``{"meta": ..., "started_at": ...}``),
-which the wrapper pops before calling the function and, once the function returned,
-records with ``workers.runstats.record_success`` (once per run, however often the task
-is redelivered). Should that fail (Redis unreachable), the bookkeeping is handed to the
-``mesh.run.finished`` task (its own retries, the task's error callbacks), as the starter
-does for runs that end in a group or chord.
+Every task of a run is also a step of the run ledger (``mesh.runs``): before the
+function runs, the wrapper asks the ledger whether this step already succeeded in this
+run (a re-driven or resumed run) and then returns the memoized result instead of
+running it again; after the function returned, it memoizes the result and moves the
+run on (the run's last step ends it as succeeded). A task declared with
+``memo=False`` is re-run on re-drive (its result is not kept); ``ledger=False`` keeps
+a task out of the ledger altogether (failure callbacks). The ledger being unreachable
+never fails a step: the function still runs (at least once), and the run is re-driven
+later if its progress was not recorded.
 
 Tasks are declared without an app (``@task(...)`` records a ``TaskSpec``) and bound to
 an app by ``register_tasks(app)``, so the same module serves any number of apps.
@@ -37,8 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from celery.exceptions import Ignore
+
 from gpu_pool.routing import Resource, queue_for
 from mesh.errors import PermanentError, TransientError
+from mesh.runs import STARTED, Begin, split_task_id
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -46,8 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mesh.kinds")
 
 FINISH_KWARG = "_mesh_finish"
-"""Reserved keyword argument: the run's bookkeeping, for the run's last task."""
-FINISHED_TASK = "mesh.run.finished"
+"""Reserved keyword argument of an earlier starter (popped and ignored: the ledger
+now knows a run's last step)."""
+
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,10 @@ class TaskSpec:
     kind: TaskKind
     resource: Resource
     options: dict[str, Any] = field(default_factory=dict)
+    memo: bool = True
+    """Memoize the result: a re-driven or resumed run does not run the step again."""
+    ledger: bool = True
+    """A step of its run (False: bookkeeping such as failure callbacks)."""
 
     @property
     def queue(self) -> str:
@@ -109,6 +119,7 @@ SPECS: dict[str, TaskSpec] = {}
 
 
 def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.CPU,
+         memo: bool = True, ledger: bool = True,
          **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare ``fn(rt, *args, **kwargs)`` as task ``name``. ``rt`` is the process's
     ``Runtime`` (clients, stores, models), injected by the wrapper; tests call ``fn``
@@ -117,7 +128,7 @@ def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in SPECS and SPECS[name].fn is not fn:
             raise ValueError(f"task {name!r} is declared twice")
-        SPECS[name] = TaskSpec(name, fn, kind, resource, options)
+        SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger)
         return fn
 
     return deco
@@ -135,8 +146,18 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
     kind = spec.kind
 
     def run(self: Task, *args: Any, **kwargs: Any) -> Any:
-        finish = kwargs.pop(FINISH_KWARG, None)  # a copy: a retry still carries it
+        kwargs.pop(FINISH_KWARG, None)
         rt = runtime_for(self.app)
+        step = split_task_id(self.request.id) if spec.ledger else None
+        if step is not None:
+            known, memo = _begin(rt, step, kind.name)
+            if known is not None and known != STARTED:
+                if memo is not None and memo.memoized:
+                    return memo.result
+                raise Ignore()  # the run ended (cancelled, failed): later steps do not start
+            if memo is not None and memo.memoized and spec.memo:
+                _done(rt, step, memo.result, spec.memo)
+                return memo.result
         try:
             result = spec.fn(rt, *args, **kwargs)
         except PermanentError:
@@ -144,15 +165,17 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
         except TransientError as exc:
             if self.request.retries >= kind.max_retries:
                 raise
-            raise self.retry(exc=exc, countdown=kind.delay_s(self.request.retries, exc.delay_s),
-                             max_retries=kind.max_retries) from None
+            countdown = kind.delay_s(self.request.retries, exc.delay_s)
+            _retrying(rt, step, countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=kind.max_retries) from None
         except Exception as exc:
             if not kind.retry_unexpected or self.request.retries >= kind.max_retries:
                 raise
-            raise self.retry(exc=exc, countdown=kind.delay_s(self.request.retries),
-                             max_retries=kind.max_retries) from None
-        if finish is not None:
-            _record_finish(self, rt, finish)
+            countdown = kind.delay_s(self.request.retries)
+            _retrying(rt, step, countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=kind.max_retries) from None
+        if step is not None:
+            _done(rt, step, result, spec.memo)
         return result
 
     run.__name__ = spec.fn.__name__
@@ -168,19 +191,33 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
     )(run)
 
 
-def _record_finish(task: Task, rt: Any, finish: dict[str, Any]) -> None:
-    """Record the run's success inline (the last task's function returned). When that
-    fails, send ``mesh.run.finished`` with the same data and this task's error
-    callbacks, so the bookkeeping gets retries of its own and the function is not
-    re-run for it; if even that send fails, the task fails (and its errbacks run)."""
-    from workers.runstats import record_success
-
-    meta, started_at = finish["meta"], float(finish["started_at"])
+def _begin(rt: Any, step: tuple[str, str], kind: str) -> tuple[str | None, Begin | None]:
+    """The run's state and the step's memo; (None, None) when the ledger cannot be read
+    (the step then runs: at least once beats not at all)."""
     try:
-        record_success(rt.redis, rt.keys, meta, started_at)
+        b = rt.ledger.begin(step[0], step[1], kind)
     except Exception as exc:
-        log.warning("recording run %s inline failed (%s); sending %s", meta.get("run_id"),
-                    type(exc).__name__, FINISHED_TASK)
-        task.app.signature(FINISHED_TASK, args=(meta, started_at),
-                           task_id=f"{meta['run_id']}:finished", immutable=True,
-                           link_error=task.request.errbacks or None).apply_async()
+        log.warning("run ledger unreadable before step %s of run %s (%s): running it",
+                    step[1], step[0], type(exc).__name__)
+        return None, None
+    return b.state, b
+
+
+def _done(rt: Any, step: tuple[str, str], result: Any, memo: bool) -> None:
+    """Record the step's success. A failure here never fails the step (its effect is
+    applied): the run is re-driven from this step later, which runs it again."""
+    try:
+        rt.ledger.step_done(step[0], step[1], result, memo=memo)
+    except Exception as exc:
+        log.warning("recording step %s of run %s failed (%s); the re-driver will resume it",
+                    step[1], step[0], type(exc).__name__)
+
+
+def _retrying(rt: Any, step: tuple[str, str] | None, countdown: float) -> None:
+    if step is None:
+        return
+    try:
+        rt.ledger.step_retry(step[0], step[1], countdown)
+    except Exception as exc:
+        log.warning("recording a retry of step %s of run %s failed (%s)", step[1], step[0],
+                    type(exc).__name__)

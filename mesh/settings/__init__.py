@@ -26,6 +26,7 @@ from mesh.settings.gpu import GpuSettings
 from mesh.settings.llm import LlmSettings
 from mesh.settings.monitoring import MonitoringSettings
 from mesh.settings.redis import RedisSettings
+from mesh.settings.runs import RunSettings
 from mesh.settings.streams import StreamSettings
 from mesh.settings.workflows import WorkflowSettings
 
@@ -40,6 +41,7 @@ __all__ = [
     "MeshSettings",
     "MonitoringSettings",
     "RedisSettings",
+    "RunSettings",
     "StreamSettings",
     "WorkflowSettings",
 ]
@@ -65,6 +67,7 @@ class MeshSettings(BaseSettings):
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    runs: RunSettings = Field(default_factory=RunSettings)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshSettings:

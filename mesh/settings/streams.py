@@ -14,4 +14,7 @@ class StreamSettings(BaseModel):
     """Approximate MAXLEN (``XADD MAXLEN ~``) of each event stream."""
     max_payload_bytes: int = Field(default=64 * 1024, ge=256)
     """Largest encoded event accepted by ``publish`` and by the dispatcher."""
+    max_future_s: int = Field(default=3600, ge=0)
+    """An event whose ``ts`` is further than this in the future is dead-lettered (a
+    producer clock or a forged time would pin "latest state" checks forever)."""
     dlq_maxlen_approx: int = Field(default=1_000_000, ge=1000)

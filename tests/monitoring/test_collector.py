@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from chains.registry import Workflow
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring.celery_hooks import running_key, workers_key
 from monitoring.collector import MeshCollector
-from workers.runstats import RunStats
+from tests.support.runs import finished_run
 
 
 def _scrape(r: redis.Redis, settings: MeshSettings, workflows: list[Workflow]) -> str:
@@ -38,7 +39,7 @@ def test_stuck_tasks_freshness_and_cleanup(settings: MeshSettings, r: redis.Redi
     r.hset(workers_key(keys), "old@host", json.dumps({"queues": ["cpu"], "ts": now - 2 * 86400}))
     r.hset(workers_key(keys), "live@host", json.dumps({"queues": ["gpu"], "ts": now,
                                                       "concurrency": 1}))
-    RunStats(r, keys).finished("probe", "run-1", now - 5, ok=True, now=now - 1)
+    finished_run(RunLedger(r, keys), "probe", ok=True, started_at=now - 5, now=now - 1)
     wf = Workflow("probe", "1", (), lambda env, ctx: None, sla_s=900)  # type: ignore[arg-type,return-value]
 
     # When

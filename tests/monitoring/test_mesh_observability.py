@@ -31,11 +31,11 @@ from gpu_pool import cost
 from mesh.embedded import EmbeddedRedis, free_port
 from mesh.keys import Keys
 from mesh.redis_conn import make_client
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring.grafana.dashboards import OUT as DASHBOARDS
 from tests.support.procs import Proc, start, wait_for
 from workers.app import create_app
-from workers.runstats import RunStats
 
 MODULES = '["tests.support.probe_tasks", "tests.monitoring.mesh_probe"]'
 FLOWER_AUTH = "mesh:flower-test"
@@ -161,7 +161,7 @@ def _demo(mesh: Mesh) -> None:
     for i in range(PIDS_TASKS):
         app.signature("mesh.test.mon.pid", args=(mesh.meta, i)).apply_async()
     cost.record(r, keys, "embed", 1.5, offpeak=False, deferred=False)
-    stats = RunStats(r, keys)
+    stats = RunLedger(r, keys)
     wait_for(lambda: "probe" in stats.last_success(), timeout_s=90, what="a probe run to succeed")
     wait_for(lambda: r.xlen(keys.dlq) >= 1, timeout_s=60, what="the invalid event dead-lettered")
     wait_for(lambda: r.llen(keys.ns("test", "mon", "pids")) == PIDS_TASKS, timeout_s=90,

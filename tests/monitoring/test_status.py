@@ -11,10 +11,11 @@ import time
 import redis
 
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring.celery_hooks import workers_key
 from tests.support.procs import ROOT, child_env
-from workers.runstats import RunStats
+from tests.support.runs import finished_run
 
 PROBE = {"MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]'}
 
@@ -36,11 +37,11 @@ def test_status_reports_every_part_and_exits_1_when_a_workflow_is_stale(
     # and a held GPU item.
     s = _settings(settings)
     keys = Keys(s.redis.key_prefix)
-    stats = RunStats(r, keys)
+    stats = RunLedger(r, keys)
     now = time.time()
-    stats.finished("probe", "run-1", now - 1, ok=True, now=now)
-    stats.finished("probe-coalesced", "run-2", now - 7201, ok=True, now=now - 7200)
-    stats.finished("probe-coalesced", "run-3", now - 7300, ok=False, now=now - 7300)
+    finished_run(stats, "probe", ok=True, started_at=now - 1, now=now)
+    finished_run(stats, "probe-coalesced", ok=True, started_at=now - 7201, now=now - 7200)
+    finished_run(stats, "probe-coalesced", ok=False, started_at=now - 7300, now=now - 7300)
     r.xgroup_create(keys.stream(0), s.dispatcher.group, id="0", mkstream=True)
     for i in range(3):
         r.xadd(keys.stream(0), {"id": f"e{i}"})
@@ -78,10 +79,10 @@ def test_status_reports_every_part_and_exits_1_when_a_workflow_is_stale(
 
 def test_status_exits_0_when_every_workflow_is_fresh(settings: MeshSettings, r: redis.Redis) -> None:
     s = _settings(settings)
-    stats = RunStats(r, Keys(s.redis.key_prefix))
+    stats = RunLedger(r, Keys(s.redis.key_prefix))
     now = time.time()
-    for i, wf in enumerate(("probe", "probe-coalesced")):
-        stats.finished(wf, f"run-{i}", now - 1, ok=True, now=now)
+    for wf in ("probe", "probe-coalesced"):
+        finished_run(stats, wf, ok=True, started_at=now - 1, now=now)
     out = _status(s, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["out_of_sla"] == []

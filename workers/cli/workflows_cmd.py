@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from workers.cli._common import emit_json, json_option, load_settings
@@ -15,7 +17,7 @@ def workflows_cmd(as_json: bool) -> None:
     from chains.loader import load_workflows
 
     registry = load_workflows(load_settings())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for wf in registry:
         rows.append({
             "workflow": wf.name,

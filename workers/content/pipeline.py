@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -114,27 +113,22 @@ def generate(rt: Any, brief_d: dict[str, Any], meta: dict[str, Any],
 
 def _dead_letter(rt: Any, meta: dict[str, Any], brief: Brief, wire: dict[str, str],
                  reason: str) -> None:
-    """Dead-letter the triggering event once per run, as ``quality_failed``.
-
-    The run's failure callback (``mesh.dlq.workflow_failed``) would dead-letter the
-    same event again as a generic ``workflow_failed``; it skips runs whose marker
-    ``dlq:failed:<run id>`` is taken, so this takes that marker first and counts the
-    failed run itself (what the callback would have done).
-    """
+    """End the run as failed and dead-letter the triggering event once, as
+    ``quality_failed`` (the run's failure callback then finds the run ended and does
+    not dead-letter it again as a generic ``workflow_failed``)."""
     from events.dlq import DeadLetters
-    from workers.runstats import RunStats
 
     run_id = meta["run_id"]
-    with translate_errors("content dead-letter"):
-        if not rt.redis.set(rt.keys.ns("dlq", "failed", run_id), "quality_failed", nx=True,
-                            ex=ATTEMPTS_TTL_S):
-            return
-    DeadLetters(rt.redis, rt.keys, rt.settings.streams).add(
-        "quality_failed", reason, wire or {"type": "", "id": brief.event_id},
-        source="mesh.content.generate", error=f"QualityCheckFailed: {reason}")
     workflow = str(meta.get("workflow") or "content")
-    if RunStats(rt.redis, rt.keys).finished(workflow, run_id, time.time(), ok=False):
-        metrics.workflow_run(workflow, "failed")
+    with translate_errors("content dead-letter"):
+        if not rt.ledger.fail_once(run_id, reason, claimer=f"quality:{run_id}"):
+            return
+    dlq_id = DeadLetters(rt.redis, rt.keys, rt.settings.streams).add(
+        "quality_failed", reason, wire or {"type": "", "id": brief.event_id},
+        source="mesh.content.generate", error=f"QualityCheckFailed: {reason}",
+        workflow=workflow, run_id=run_id, step="generate")
+    rt.ledger.dead_lettered(run_id, dlq_id)
+    metrics.workflow_run(workflow, "failed")
 
 
 def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
