@@ -1,1 +1,3 @@
-"""GPU cost simulator: traces, a SimPy model of the GPU pool driven by gpu_pool's own policy, deferral and batching settings, and its reports (docs/gpu-pool.md)."""
+"""GPU cost simulator: workload traces, a SimPy model of the GPU pool driven by
+``gpu_pool``'s own policy, windows, hold decision and batch settings, and its reports
+(docs/gpu-pool.md, "Cost, simulated")."""

@@ -263,7 +263,8 @@ class PoolSim:
 
     def finished(self) -> bool:
         idle = (self.fed and not self.held and self.urgent.drained() and self.bulk.drained())
-        return (idle and len(self.live()) <= self.cfg.min_workers) or self.env.now > self.trace.end + self.drain_cap_s
+        return ((idle and len(self.live()) <= self.cfg.min_workers)
+                or self.env.now > self.trace.end + self.drain_cap_s)
 
     def scale_to(self, desired: int) -> None:
         live = self.live()

@@ -109,7 +109,7 @@ def parse_line(text: str, lineno: int = 1) -> Record:
     """One JSON line as a ``Record``; ``TraceError`` names the line and the field."""
     try:
         raw = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise TraceError(f"trace line {lineno}: not JSON ({exc.msg})") from exc
     try:
         line = _Line.model_validate(raw)
