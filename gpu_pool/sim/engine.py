@@ -178,7 +178,8 @@ class PoolSim:
             b_eff = _batch_size(curve.fixed_s, curve.per_item_s, lam, b, wait_s)
             util = min(1.0, lam * curve.pass_s(b_eff) / b_eff)
             floor = _gather_s(b, b_eff, wait_s) + util * curve.pass_s(b_eff) / 2
-            out = q.serve(t, to, mu, pass_s=curve.pass_s(b_eff), floor_s=floor)
+            shift = (b_eff - 1) / (2 * mu) if b_eff > 1 else 0.0
+            out = q.serve(t, to, mu, pass_s=curve.pass_s(b_eff), floor_s=floor, shift_s=shift)
             busy += out.items * curve.pass_s(b_eff) / b_eff
             for k, v in out.by_type.items():
                 self.done[k] = self.done.get(k, 0.0) + v

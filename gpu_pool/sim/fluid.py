@@ -130,6 +130,7 @@ class FluidQueue:
         self.ramps: list[_Ramp] = []
         self.waits = WaitHistogram()
         self.missed = 0.0
+        self.shift_s = 0.0
 
     # -- arrivals ------------------------------------------------------------------------
     def add(self, t: float, items: float, span_s: float, task_type: str,
@@ -182,10 +183,14 @@ class FluidQueue:
 
     # -- service -------------------------------------------------------------------------
     def serve(self, t: float, t_end: float, mu: float, *, pass_s: float = 0.0,
-              floor_s: float = 0.0) -> Served:
+              floor_s: float = 0.0, shift_s: float = 0.0) -> Served:
         """Serve in FIFO order over ``[t, t_end)`` at ``mu`` items/s (arrivals realized up
         to ``t_end`` first). ``pass_s``: a started item is done ``pass_s`` later (deadline
-        check); ``floor_s``: least wait of an item (the batch gather latency)."""
+        check); ``floor_s``: least wait of an item (the batch gather latency);
+        ``shift_s``: how much earlier a backlogged item starts than the fluid says
+        (a batch of ``b`` starts together: its items start ``(b - 1) / 2`` service
+        times before their fluid start, on average)."""
+        self.shift_s = shift_s
         self.realize(t_end)
         out = Served()
         if mu <= 0:
@@ -231,6 +236,8 @@ class FluidQueue:
               pass_s: float, floor_s: float, out: Served) -> None:
         self.served += cnt
         out.items += cnt
+        if self.shift_s and (w0 > 0 or w1 > 0):
+            w0, w1 = max(0.0, w0 - self.shift_s), max(0.0, w1 - self.shift_s)
         if floor_s > 0:
             w0, w1 = max(w0, floor_s), max(w1, floor_s)
         self.waits.add_range(w0, w1, cnt)

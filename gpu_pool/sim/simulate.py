@@ -12,7 +12,8 @@ from typing import Any
 
 from gpu_pool.offpeak import Windows
 from gpu_pool.sim import generator, trace
-from gpu_pool.sim.model import curve_from_bench, load_node_model, load_prices
+from gpu_pool.sim.engine import PoolSim
+from gpu_pool.sim.model import NodeModel, curve_from_bench, load_node_model, load_prices
 from gpu_pool.sim.report import URGENT_SLA_P99_S, Inputs, compare, run_all, window_intervals
 from mesh.settings import GpuSettings
 
@@ -117,3 +118,19 @@ def render(data: dict[str, Any]) -> list[str]:
     if "plot" in data:
         lines.append(f"plot: {data['plot']}")
     return lines
+
+
+def predict_one_worker(tr: trace.Trace, gpu: GpuSettings, node: NodeModel) -> dict[str, Any]:
+    """What the simulator predicts for ONE always-ready worker with batching and
+    deferral (the cross-check's real setup: one GPU worker, a real dispatcher and
+    releaser): items done, held and released counts, mean queueing delay per queue."""
+    from gpu_pool.sim.engine import Strategy
+
+    strat = Strategy("one-worker", "one worker, batching, deferral", False, True, True, 1)
+    res = PoolSim(tr, gpu, node, strat, drain_cap_s=3600).run()
+    return {"items_done": round(sum(res.items_done.values())), "held": round(res.held_total),
+            "released": {k: round(v) for k, v in res.released.items()},
+            "urgent_wait_mean_s": round(res.urgent.waits.mean, 3),
+            "bulk_wait_mean_s": round(res.bulk.waits.mean, 3),
+            "urgent_wait_p50_s": round(res.urgent.waits.quantile(0.5), 3),
+            "bulk_wait_p50_s": round(res.bulk.waits.quantile(0.5), 3)}
