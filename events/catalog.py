@@ -12,6 +12,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field
 
+from events import base as _base
 from events.base import Event
 from mesh.errors import InvalidEvent, UnknownEventType
 
@@ -54,6 +55,9 @@ class EventCatalog:
 
 CATALOG = EventCatalog()
 register = CATALOG.register
+for _cls in _base._defined:  # event types defined before this module was imported
+    CATALOG.register(_cls)
+_base._on_define.append(CATALOG.register)
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 Plan = Literal["free", "starter", "pro", "enterprise"]

@@ -188,11 +188,14 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
     oldest = _gauge("mesh_result_oldest_timestamp_seconds",
                     "Write time of the stalest stored result of the kind.", ["kind"])
     count = _gauge("mesh_results", "Entities with a stored result of the kind.", ["kind"])
+    max_age = _gauge("mesh_result_max_age_seconds",
+                     "Age past which a stored result of the kind is stale (declared).", ["kind"])
     for kind, (n, ts) in sorted(snap.results.items()):
         count.add_metric([kind], n)
         if ts is not None:
             oldest.add_metric([kind], ts)
-    yield from (oldest, count)
+        max_age.add_metric([kind], snap.result_max_age.get(kind, 172_800))
+    yield from (oldest, count, max_age)
 
 
 def _run_families(snap: Snapshot) -> Iterator[Any]:

@@ -109,6 +109,9 @@ class TaskSpec:
     """Memoize the result: a re-driven or resumed run does not run the step again."""
     ledger: bool = True
     """A step of its run (False: bookkeeping such as failure callbacks)."""
+    runtime: bool = True
+    """Call ``fn(rt, *args)`` (built-in tasks); False: ``fn(*args)``, the runtime and the
+    run being available through ``workers.steps.current_step()`` (a team's steps)."""
 
     @property
     def queue(self) -> str:
@@ -119,7 +122,7 @@ SPECS: dict[str, TaskSpec] = {}
 
 
 def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.CPU,
-         memo: bool = True, ledger: bool = True,
+         memo: bool = True, ledger: bool = True, runtime: bool = True,
          **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare ``fn(rt, *args, **kwargs)`` as task ``name``. ``rt`` is the process's
     ``Runtime`` (clients, stores, models), injected by the wrapper; tests call ``fn``
@@ -128,7 +131,7 @@ def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in SPECS and SPECS[name].fn is not fn:
             raise ValueError(f"task {name!r} is declared twice")
-        SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger)
+        SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger, runtime)
         return fn
 
     return deco
@@ -158,8 +161,9 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
             if memo is not None and memo.memoized and spec.memo:
                 _done(rt, step, memo.result, spec.memo)
                 return memo.result
+        token = _enter(self, rt, step)
         try:
-            result = spec.fn(rt, *args, **kwargs)
+            result = spec.fn(rt, *args, **kwargs) if spec.runtime else spec.fn(*args, **kwargs)
         except PermanentError:
             raise
         except TransientError as exc:
@@ -174,6 +178,8 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
             countdown = kind.delay_s(self.request.retries)
             _retrying(rt, step, countdown)
             raise self.retry(exc=exc, countdown=countdown, max_retries=kind.max_retries) from None
+        finally:
+            _leave(token)
         if step is not None:
             _done(rt, step, result, spec.memo)
         return result
@@ -189,6 +195,23 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
         name=spec.name, bind=True, shared=False, queue=spec.queue, max_retries=kind.max_retries,
         mesh_kind=kind.name, **limits, **options,
     )(run)
+
+
+def _enter(task: Task, rt: Any, step: tuple[str, str] | None) -> Any:
+    """Make the run visible to the function (``workers.steps.current_step()``)."""
+    from workers.steps import StepContext, enter, from_headers
+
+    meta = from_headers(task.request)
+    run_id, name = step if step is not None else ("", task.name)
+    return enter(StepContext(run_id, name, meta.get("workflow", ""),
+                             meta.get("workflow_version", ""), meta.get("event_type", ""),
+                             meta.get("event_id", ""), int(task.request.retries or 0), rt))
+
+
+def _leave(token: Any) -> None:
+    from workers.steps import leave
+
+    leave(token)
 
 
 def _begin(rt: Any, step: tuple[str, str], kind: str) -> tuple[str | None, Begin | None]:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from mesh.errors import ConfigError
 from mesh.settings.artifacts import ArtifactSettings
@@ -97,6 +97,8 @@ class MeshSettings(BaseSettings):
                 os.environ.update(saved)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from exc
+        except SettingsError as exc:  # a value that should be JSON is not
+            raise ConfigError(_describe_json(env) or str(exc)) from None
 
     def to_env(self) -> dict[str, str]:
         """The non-default settings as ``MESH_*`` variables (secrets included, as-is).
@@ -124,6 +126,30 @@ def setting_names() -> dict[str, type[BaseModel]]:
         for field_name in model.model_fields:
             names[f"{ENV_PREFIX}{group_name}_{field_name}".upper()] = model
     return names
+
+
+def _describe_json(env: Mapping[str, str]) -> str:
+    """Name the variable whose value is not the JSON its setting needs (a list, a
+    mapping), with the expected form."""
+    import json
+
+    models = setting_names()
+    for key, value in env.items():
+        model = models.get(key.upper())
+        if model is None:
+            continue
+        field_name = key.upper()[len(ENV_PREFIX):].split("_", 1)[1].lower()
+        field = model.model_fields.get(field_name)
+        shape = str(field.annotation) if field is not None else ""
+        if not any(t in shape for t in ("list", "dict", "Mapping")):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            example = '["orders.workflows"]' if "list" in shape else '{"standard": 120}'
+            return (f"{key.upper()} must be JSON ({'a list' if 'list' in shape else 'an object'}, "
+                    f"e.g. {key.upper()}='{example}'), got {value[:80]!r}")
+    return ""
 
 
 def unknown_env_keys(env: Mapping[str, str]) -> list[str]:

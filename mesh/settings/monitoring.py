@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class MonitoringSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of this process's /metrics (0: not served)."""

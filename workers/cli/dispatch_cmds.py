@@ -182,7 +182,7 @@ def events_schema(type_name: str | None, out: Path | None) -> None:
     from chains.loader import load_workflows
     from events.wire import schema
 
-    load_workflows(None)
+    load_workflows(load_settings())  # a team's event types too (its modules)
     doc: dict[str, Any] = schema()
     if type_name is not None:
         events = {k: v for k, v in doc["events"].items() if k.split("@", 1)[0] == type_name}
