@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from workers.cli._common import echo, emit_json, json_option, load_settings
 
 
 @click.command("dispatcher")
@@ -35,10 +35,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     from workers.app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = load_settings()
-    from workers.cli.run_cmds import fail_fast_on_credentials
-
-    fail_fast_on_credentials(s)  # a refused password is final: exit 1, not retry forever
+    s = load_settings()  # Redis checked at start: exit 3 with the reason, not retry forever
     registry = load_workflows(s)
     app = create_app(s)
     d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,
@@ -63,7 +60,8 @@ def audit_cmd(as_json: bool, wait_s: float) -> None:
     (started, deduplicated, coalesced, unrouted, dead_lettered); in flight = pending +
     lag of the dispatchers' consumer group. Exits 1 when published != accounted +
     in flight on any stream (an entry was lost or counted twice), or when --wait-s was
-    given and entries are still in flight at the end.
+    given and entries are still in flight at the end; 3 when Redis cannot be read
+    (unreachable, refused credentials, untrusted certificate), 2 for bad settings.
     """
     from events.audit import audit
     from mesh.redis_conn import make_client
@@ -117,9 +115,9 @@ def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
     if not items:
         click.echo("the dead-letter stream is empty")
     for d in items:
-        click.echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
+        echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
         if d.error:
-            click.echo(f"{'':<17}error: {d.error[:200]}")
+            echo(f"{'':<17}error: {d.error[:200]}")
 
 
 @dlq_group.command("replay")
