@@ -27,6 +27,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     entries left pending by a dead dispatcher are reclaimed after
     MESH_DISPATCHER_CLAIM_IDLE_MS. SIGTERM finishes the batch in hand, acks, exits 0.
     """
+    s = load_settings()  # Redis checked first: exit 3 with the reason, not retry forever
     from chains.loader import load_workflows
     from chains.starter import CeleryStarter
     from events.dispatcher import Dispatcher
@@ -35,7 +36,6 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     from workers.app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = load_settings()  # Redis checked at start: exit 3 with the reason, not retry forever
     registry = load_workflows(s)
     app = create_app(s)
     d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,

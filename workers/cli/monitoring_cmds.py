@@ -28,6 +28,7 @@ def exporter_cmd(port: int | None, address: str | None) -> None:
     per change of state."""
     import logging
 
+    settings = load_settings()  # Redis checked first: exit 3 with the reason
     from prometheus_client import CollectorRegistry, start_http_server
 
     from chains.loader import load_workflows
@@ -37,7 +38,6 @@ def exporter_cmd(port: int | None, address: str | None) -> None:
     from monitoring.collector import MeshCollector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
     registry = load_workflows(settings)
     client = make_client(settings.redis)
     metrics.bind_store(client, Keys(settings.redis.key_prefix))
@@ -70,12 +70,13 @@ def flower_cmd(port: int | None, address: str, no_auth: bool, flower_args: tuple
     MESH_MONITORING_FLOWER_BASIC_AUTH_FILE (user:password lines); without them it exits 2
     unless --no-auth. Credentials on the command line (--basic_auth...) are refused:
     ps shows them to every local user."""
-    from chains.loader import load_workflows
     from monitoring import flower
-    from workers.app import create_app
 
     flower.refuse_secret_options(flower_args)
-    settings = load_settings()
+    settings = load_settings()  # Redis checked first: exit 3 with the reason
+    from chains.loader import load_workflows
+    from workers.app import create_app
+
     pairs = [] if no_auth else flower.credentials(settings.monitoring)
     if not pairs and not no_auth:
         raise ConfigError("mesh flower needs credentials: set MESH_MONITORING_FLOWER_BASIC_AUTH "

@@ -12,12 +12,12 @@ from workers.cli._common import load_settings
 
 
 def _app():  # type: ignore[no-untyped-def]
+    # Checked first (exit 3 with the reason): Celery alone would retry refused
+    # credentials or an untrusted certificate forever.
+    settings = load_settings()
     from chains.loader import load_workflows
     from workers.app import create_app
 
-    # Checked at start (exit 3 with the reason): Celery alone would retry refused
-    # credentials or an untrusted certificate forever.
-    settings = load_settings()
     load_workflows(settings)
     return create_app(settings)
 
