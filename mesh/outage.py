@@ -31,7 +31,7 @@ class OutageLog:
 
     def failed(self, reason: BaseException | str, retry_in_s: float | None = None) -> None:
         """Record a failed attempt; logs only when the state or the reason changes."""
-        text = _reason(reason)
+        text = _reason(reason).rstrip(". ")
         retry = "" if retry_in_s is None else f"; retrying with backoff (next in {retry_in_s:.1f}s)"
         if self._since is None:
             self._since = self._clock()

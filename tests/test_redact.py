@@ -113,7 +113,7 @@ def test_outage_is_logged_once_per_change_of_state(caplog: pytest.LogCaptureFixt
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert loud == [
         "Redis unavailable: cannot connect to Redis: Error 111 connecting to h:1. Connection "
-        "refused.; retrying with backoff (next in 0.5s)",
+        "refused; retrying with backoff (next in 0.5s)",
         "Redis still unavailable, now: another reason",
         "Redis available again after 12.0s",
     ]
