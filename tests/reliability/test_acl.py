@@ -10,6 +10,7 @@ database; the producer's publish and publish_many) still works.
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def test_mesh_user_stays_in_its_prefix_database_and_scripts(
         "CLIENT LIST": c.client_list,
     })
     assert not_refused == {}
+
     # Nothing of the other application was touched.
     admin = srv.admin_client()
     assert admin.get(f"{OTHER}:secret-key-name") == b"1"
@@ -145,3 +147,17 @@ def test_producer_can_only_publish_events(server: tuple[EmbeddedRedis, str, str]
         "FUNCTION FLUSH": lambda: c.execute_command("FUNCTION", "FLUSH"),
     })
     assert not_refused == {}
+
+
+def test_readme_redis_cli_example_works_as_the_producer(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A producer in any language: README's ``redis-cli XADD`` under the producer user."""
+    from tests.test_readme_wire_example import _example
+
+    pw = "p-" + secrets.token_hex(10)
+    with EmbeddedRedis(tmp_path_factory.mktemp("acl-cli"), password="adm-" + secrets.token_hex(8),
+                       acl_users=[producer_acl_rule("producer", pw, "mesh")]) as srv:
+        subprocess.run(["bash", "-c", _example().replace("redis-cli", "redis-cli --user producer", 1)],
+                       check=True, capture_output=True,
+                       env={"PORT": str(srv.port), "PATH": "/usr/bin:/bin", "REDISCLI_AUTH": pw})
+        assert srv.admin_client().xlen("{mesh:p0}:events") == 1
