@@ -108,7 +108,6 @@ def test_mesh_user_stays_in_its_prefix_database_and_scripts(
         "CLIENT LIST": c.client_list,
     })
     assert not_refused == {}
-
     # Nothing of the other application was touched.
     admin = srv.admin_client()
     assert admin.get(f"{OTHER}:secret-key-name") == b"1"
