@@ -9,6 +9,8 @@
     │   │   └── PayloadTooLarge
     │   ├── NotFound                an entity, model version or artifact is missing
     │   ├── ConfigError             settings that cannot work (bad URL, unknown key)
+    │   │   └── AccessDenied        Redis refused us: credentials, a permission, its TLS
+    │   │                           certificate (fix the settings; never retried)
     │   └── QualityCheckFailed      generated content failed its checks for good
     └── TransientError(delay_s)     retry later; ``delay_s`` is a hint (None: policy decides)
         ├── BrokerUnavailable       Redis / broker unreachable or timed out
@@ -53,6 +55,12 @@ class NotFound(PermanentError):
 
 class ConfigError(PermanentError):
     """The settings cannot work as given."""
+
+
+class AccessDenied(ConfigError):
+    """Redis refused this process: wrong password or user, a missing ACL permission, or
+    a server certificate this process does not trust. The CLI exits 3 on it (like an
+    unreachable Redis), not 2 (a setting that is malformed)."""
 
 
 class QualityCheckFailed(PermanentError):

@@ -68,7 +68,8 @@ def _serve_for_command(settings: Any) -> None:
             or _state.get("server") is not None):
         return
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
 
@@ -138,7 +139,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     settings = app.mesh_settings  # type: ignore[attr-defined]
     _on_process_init()
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
     stop = threading.Event()

@@ -49,6 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
+from mesh.outage import OutageLog
 from monitoring.snapshot import Snapshot, take
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class MeshCollector(Collector):
         self._client = client
         self._settings = settings
         self._workflows = workflows
+        self._outage = OutageLog(log, "Redis (exporter scrape)")
 
     def describe(self) -> list[Any]:
         return []  # no fixed description: collected at scrape time only
@@ -72,10 +74,11 @@ class MeshCollector(Collector):
         try:
             snap = take(self._client, self._settings, self._workflows())
         except Exception as exc:
-            log.warning("scrape failed: %s", exc)
+            self._outage.failed(exc)  # one line per change of state, not per scrape
             up.add_metric([], 0)
             yield up
             return
+        self._outage.ok()
         up.add_metric([], 1)
         yield up
         yield from _stream_families(snap)

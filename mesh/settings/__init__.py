@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from mesh import redact
 from mesh.errors import ConfigError
 from mesh.settings.artifacts import ArtifactSettings
 from mesh.settings.celery import CelerySettings
@@ -74,7 +75,15 @@ class MeshSettings(BaseSettings):
         """Build the tree from ``environ`` (default: the process environment).
 
         Raises ``ConfigError`` naming every unknown ``MESH_*`` key and every invalid value.
+        Every secret of the tree is registered with ``mesh.redact``, so it is masked in
+        whatever this process logs or prints from then on.
         """
+        settings = cls._build(environ, overrides)
+        redact.remember_settings(settings)
+        return settings
+
+    @classmethod
+    def _build(cls, environ: Mapping[str, str] | None, overrides: dict[str, Any]) -> MeshSettings:
         env = dict(os.environ if environ is None else environ)
         unknown = unknown_env_keys(env)
         if unknown:

@@ -109,7 +109,8 @@ def mesh(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) 
     procs: dict[str, Proc] = {}
     prom = None
     try:
-        procs["flower"] = start("flower", ["flower", f"--basic-auth={FLOWER_AUTH}"], settings, logs)
+        procs["flower"] = start("flower", ["flower"], MeshSettings.load(
+            base | {"MESH_MONITORING_FLOWER_BASIC_AUTH": FLOWER_AUTH}), logs)
         procs["exporter"] = start("exporter", ["exporter"], settings, logs)
         procs["worker"] = start("worker", ["worker", "-Q", "cpu,io,gpu,gpu-batch", "-c", "2",
                                            "-n", "obs@%h"], with_port(ports["worker"]), logs)

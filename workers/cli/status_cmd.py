@@ -3,7 +3,8 @@
 Streams and consumer lag, Celery queue depths and reserved tasks, workers alive per
 queue (their heartbeats), dead letters, held GPU items and the next off-peak window, and
 each workflow's last success against its freshness SLA. Exits 1 when a workflow is out
-of its SLA, so cron jobs and probes can use it; 2 when Redis cannot be read.
+of its SLA, so cron jobs and probes can use it; 3 when Redis cannot be read (refused
+credentials, untrusted certificate, unreachable); 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def render(data: dict[str, Any], now: float) -> None:
 @json_option
 def status_cmd(as_json: bool) -> None:
     """Streams, queues, workers, dead letters, GPU backlog and workflow freshness.
-    Exit status 1 when a workflow is out of its freshness SLA."""
+    Exit status 1 when a workflow is out of its freshness SLA, 3 when Redis cannot be
+    read, 2 for bad settings."""
     from chains.loader import load_workflows
     from mesh.redis_conn import make_client, translate_errors
     from monitoring.snapshot import take
@@ -114,7 +116,7 @@ def status_cmd(as_json: bool) -> None:
     registry = load_workflows(settings)
     client = make_client(settings.redis)
     workflows = sorted(registry.workflows.values(), key=lambda w: w.name)
-    with translate_errors("mesh status"):  # BrokerUnavailable: exit 2 (workers.cli.main)
+    with translate_errors("mesh status"):  # BrokerUnavailable: exit 3 (workers.cli.main)
         snap = take(client, settings, workflows, now=time.time())
     data = status_data(snap)
     if as_json:

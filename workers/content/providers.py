@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
+from mesh import redact
 from mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
 from mesh.settings import LlmSettings
 from workers.content.prompt import Brief, messages
@@ -196,6 +197,8 @@ class OpenAICompatibleProvider:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._api_key = api_key
+        if api_key is not None:  # masked wherever it might leave (settings do it too)
+            redact.remember([api_key.get_secret_value()])
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.max_output_chars = max_output_chars
@@ -254,11 +257,13 @@ class OpenAICompatibleProvider:
 
 
 def _excerpt(resp: httpx.Response, n: int = 200) -> str:
-    """The start of an error body, on one line (never headers: they may echo the key)."""
+    """The start of an error body, on one line, masked (``mesh.redact``): a provider may
+    echo the request's Authorization header, i.e. the key, in its error body."""
     try:
-        return " ".join(resp.text.split())[:n]
+        body = " ".join(resp.text.split())
     except Exception:  # pragma: no cover - undecodable body
         return ""
+    return redact.text(body)[:n]
 
 
 def make_provider(s: LlmSettings) -> Provider:
