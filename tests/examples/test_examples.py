@@ -30,3 +30,9 @@ def test_the_example_workflow_module_stays_short() -> None:
     lines = (ROOT / "examples" / "orders" / "orders" / "workflows.py").read_text().splitlines()
     code = [ln for ln in lines if ln.strip()]
     assert len(code) <= 60, len(code)
+
+
+def test_the_tutorial_shows_the_example_code_verbatim() -> None:
+    page = (ROOT / "docs" / "your-workflow.md").read_text()
+    for path in ("examples/orders/orders/workflows.py", "examples/orders/tests/test_orders.py"):
+        assert (ROOT / path).read_text().rstrip() in page, f"docs/your-workflow.md drifted from {path}"
