@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 
-from gpu_pool.routing import Resource, queue_for
+from gpu_pool.routing import Resource, declare_task, queue_for
 from mesh.errors import PermanentError, TransientError
 from mesh.runs import STARTED, Begin, split_task_id
+from workers.context import StepContext, enter, from_headers, leave
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -132,6 +133,7 @@ def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.
         if name in SPECS and SPECS[name].fn is not fn:
             raise ValueError(f"task {name!r} is declared twice")
         SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger, runtime)
+        declare_task(name, resource)
         return fn
 
     return deco
@@ -199,8 +201,6 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
 
 def _enter(task: Task, rt: Any, step: tuple[str, str] | None) -> Any:
     """Make the run visible to the function (``workers.steps.current_step()``)."""
-    from workers.steps import StepContext, enter, from_headers
-
     meta = from_headers(task.request)
     run_id, name = step if step is not None else ("", task.name)
     return enter(StepContext(run_id, name, meta.get("workflow", ""),
@@ -209,8 +209,6 @@ def _enter(task: Task, rt: Any, step: tuple[str, str] | None) -> Any:
 
 
 def _leave(token: Any) -> None:
-    from workers.steps import leave
-
     leave(token)
 
 
