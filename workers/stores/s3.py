@@ -18,7 +18,7 @@ from typing import Any
 
 from mesh.errors import ConfigError, NotFound, ProviderError
 from mesh.settings import ArtifactSettings
-from workers.stores.artifacts import check_key
+from workers.stores.keys import check_key
 
 _CONFIG_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "AllAccessDisabled", "InvalidBucketName", "403"}
