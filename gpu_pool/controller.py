@@ -35,6 +35,7 @@ from gpu_pool.offpeak import Windows
 from gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
 from gpu_pool.queues import depths
 from mesh.errors import ConfigError, NotFound, TransientError
+from mesh.extras import require
 from mesh.keys import Keys
 from mesh.outage import OutageLog
 from mesh.redis_conn import translate_errors
@@ -273,6 +274,7 @@ class Controller:
 
 def api_client_from_env(host: str | None = None) -> Any:
     """In-cluster config when running in a pod, else kubeconfig; ``host`` overrides."""
+    require("kubernetes", "k8s")
     from kubernetes import client as k8s
     from kubernetes import config
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.errors import ConfigError
+from mesh.extras import require
 from mesh.settings import MonitoringSettings
 
 SECRET_OPTIONS = ("basic_auth", "basic-auth", "oauth2_secret", "oauth2-secret",
@@ -62,6 +63,7 @@ def refuse_secret_options(args: tuple[str, ...] | list[str]) -> None:
 def protect_metrics() -> None:
     """Make Flower's ``/metrics`` require the UI's credentials. Idempotent."""
     import tornado.web
+    require("flower", "flower")
     from flower import urls
     from flower.views import monitor
 

@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from mesh.extras import require
+
 log = logging.getLogger(__name__)
 
 FILTERED = "[Filtered]"
@@ -107,6 +109,7 @@ def init(settings: Any) -> bool:
     with _lock:
         if _state["enabled"]:
             return True
+        require("sentry_sdk", "sentry")
         import sentry_sdk
         from sentry_sdk.integrations.celery import CeleryIntegration
         from sentry_sdk.integrations.logging import LoggingIntegration

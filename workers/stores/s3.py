@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mesh.errors import ConfigError, NotFound, ProviderError
+from mesh.extras import require
 from mesh.settings import ArtifactSettings
 from workers.stores.keys import check_key
 
@@ -73,6 +74,7 @@ class S3ArtifactStore:
 
     @classmethod
     def from_settings(cls, s: ArtifactSettings) -> S3ArtifactStore:
+        require("boto3", "s3")
         import boto3
         from botocore.config import Config
 
