@@ -23,7 +23,7 @@ def test_the_orders_example_passes_its_own_tests() -> None:
                           str(pkg / "tests")], cwd=pkg, env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
-    assert "2 passed" in res.stdout
+    assert "3 passed" in res.stdout
 
 
 def test_the_example_workflow_module_stays_short() -> None:
