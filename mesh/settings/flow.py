@@ -51,6 +51,8 @@ class FlowSettings(BaseModel):
     concurrency: dict[str, int] = Field(default_factory=dict)
     """At most N running steps per key, by concurrency name (JSON, e.g.
     ``{"content.customer": 1}``). Undeclared names are unlimited."""
+    concurrency_wait_sla_s: float = Field(default=3600.0, gt=0)
+    """A step that waited longer than this for a concurrency slot is late (alerted on)."""
     tenant_weights: dict[str, float] = Field(default_factory=dict)
     """Weighted fair share: a tenant's weight (default 1.0). A tenant of weight 2 gets
     twice the share of a contended resource that a tenant of weight 1 gets."""
