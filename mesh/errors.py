@@ -15,6 +15,8 @@
     └── TransientError(delay_s)     retry later; ``delay_s`` is a hint (None: policy decides)
         ├── BrokerUnavailable       Redis / broker unreachable or timed out
         ├── RateLimited             a provider answered 429 (``delay_s`` = Retry-After)
+        ├── Throttled               a shared budget is spent: run again in ``delay_s``
+                                    (waiting, not failing: no retry is counted)
         └── ProviderError           a provider answered 5xx or timed out
 
 Third-party errors (redis-py, Celery, boto3, kubernetes, httpx) are translated into
@@ -85,3 +87,13 @@ class RateLimited(TransientError):
 
 class ProviderError(TransientError):
     """A provider failed in a way that may pass (HTTP 5xx, timeout)."""
+
+
+class Throttled(TransientError):
+    """A shared budget (rate limit, concurrency key, paused resource) is spent for now:
+    run the step again in ``delay_s``. Waiting, not failing: a task wrapper reschedules
+    the step without counting a retry (``workers.flowctl.reschedule``)."""
+
+    def __init__(self, message: str, *, delay_s: float, what: str = "") -> None:
+        super().__init__(message, delay_s=delay_s)
+        self.what = what

@@ -33,6 +33,8 @@ GPU pool                                        ``mesh_gpu_held_items{queue}``,
                                                 ``mesh_gpu_offpeak_open``,
                                                 ``mesh_gpu_offpeak_next_start_timestamp_seconds``,
                                                 ``mesh_gpu_offpeak_end_timestamp_seconds``
+flow control                                    ``mesh_ratelimit_*``, ``mesh_concurrency_running``
+                                                (``monitoring.flow_collector``)
 exporter                                        ``mesh_exporter_up``,
                                                 ``mesh_exporter_scrape_duration_seconds``
 ==============================================  ===========================================
@@ -50,6 +52,7 @@ from prometheus_client.registry import Collector
 
 from gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
 from mesh.outage import OutageLog
+from monitoring.flow_collector import flow_families
 from monitoring.snapshot import Snapshot, take
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class MeshCollector(Collector):
         yield from _queue_families(snap, self._settings)
         yield from _workflow_families(snap)
         yield from _gpu_families(snap)
+        yield from flow_families(self._client, self._settings)
         d = GaugeMetricFamily("mesh_exporter_scrape_duration_seconds", "Time to read Redis.")
         d.add_metric([], time.monotonic() - t0)
         yield d

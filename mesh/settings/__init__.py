@@ -23,6 +23,7 @@ from mesh.errors import ConfigError
 from mesh.settings.artifacts import ArtifactSettings
 from mesh.settings.celery import CelerySettings
 from mesh.settings.dispatcher import DispatcherSettings
+from mesh.settings.flow import FlowSettings, LimitSpec
 from mesh.settings.gpu import GpuSettings
 from mesh.settings.llm import LlmSettings
 from mesh.settings.monitoring import MonitoringSettings
@@ -37,7 +38,9 @@ __all__ = [
     "ArtifactSettings",
     "CelerySettings",
     "DispatcherSettings",
+    "FlowSettings",
     "GpuSettings",
+    "LimitSpec",
     "LlmSettings",
     "MeshSettings",
     "MonitoringSettings",
@@ -69,6 +72,7 @@ class MeshSettings(BaseSettings):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshSettings:
@@ -182,8 +186,8 @@ def _env_value(value: Any) -> str:
         return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
+    if isinstance(value, (list, dict)):  # nested models (flow limits) as their JSON
+        return json.dumps(value, default=lambda m: m.model_dump(exclude_defaults=True))
     return str(value)
 
 

@@ -2,7 +2,8 @@
 
 Streams and consumer lag, Celery queue depths and reserved tasks, workers alive per
 queue (their heartbeats), dead letters, held GPU items and the next off-peak window, and
-each workflow's last success against its freshness SLA. Exits 1 when a workflow is out
+each workflow's last success against its freshness SLA, and the flow-control limits
+(use, waiting steps; ``workers/cli/flow_status.py``). Exits 1 when a workflow is out
 of its SLA, so cron jobs and probes can use it; 3 when Redis cannot be read (refused
 credentials, untrusted certificate, unreachable); 2 for bad settings.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from workers.cli._common import emit_json, json_option, load_settings
+from workers.cli.flow_status import flow_data, render_flow
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -119,10 +121,13 @@ def status_cmd(as_json: bool) -> None:
     with translate_errors("mesh status"):  # BrokerUnavailable: exit 3 (workers.cli.main)
         snap = take(client, settings, workflows, now=time.time())
     data = status_data(snap)
+    with translate_errors("mesh status (flow control)"):
+        data["flow"] = flow_data(client, settings)
     if as_json:
         emit_json(data)
     else:
         render(data, snap.taken_at)
+        render_flow(data["flow"])
     if data["out_of_sla"]:
         sys.exit(1)
 

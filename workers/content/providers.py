@@ -57,6 +57,9 @@ class Generation:
     text: str
     provider: str
     model: str
+    tokens_used: int | None = None
+    """Total tokens the provider reported (OpenAI ``usage.total_tokens``); None when
+    it reports none (the rate limiter then keeps its estimate)."""
 
     @property
     def model_version(self) -> str:
@@ -69,6 +72,21 @@ class Provider(Protocol):
     def generate(self, req: GenerationRequest) -> Generation:
         """Write the text; raises TransientError (retry) or PermanentError."""
         ...
+
+    def estimate_tokens(self, req: GenerationRequest) -> int:
+        """An upper estimate of the tokens one call uses (prompt + max output), what the
+        rate limiter reserves until the call reports its real usage."""
+        ...
+
+
+CHARS_PER_TOKEN = 3
+"""Conservative: English runs about 4 characters per token, so prompt chars / 3
+over-estimates the prompt (reconciliation gives the excess back after the call)."""
+
+
+def prompt_tokens(msgs: list[dict[str, str]]) -> int:
+    """An upper estimate of a chat prompt's tokens (a few per message for the framing)."""
+    return sum(len(m.get("content", "")) // CHARS_PER_TOKEN + 4 for m in msgs) + 3
 
 
 def cut(text: str, max_chars: int) -> str:
@@ -107,6 +125,9 @@ class TemplateProvider:
 
     def __repr__(self) -> str:
         return "TemplateProvider()"
+
+    def estimate_tokens(self, req: GenerationRequest) -> int:
+        return 0  # offline: costs nothing
 
     def generate(self, req: GenerationRequest) -> Generation:
         b = req.brief
@@ -218,6 +239,9 @@ class OpenAICompatibleProvider:
     def close(self) -> None:
         self._client.close()
 
+    def estimate_tokens(self, req: GenerationRequest) -> int:
+        return prompt_tokens(messages(req.brief, req.feedback, req.banned)) + self.max_tokens
+
     def generate(self, req: GenerationRequest) -> Generation:
         body = {"model": self.model, "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
@@ -253,7 +277,20 @@ class OpenAICompatibleProvider:
         if not text:
             raise ProviderError("LLM provider returned an empty completion")
         return Generation(req.brief.topic, cut(text, self.max_output_chars), self.name,
-                          str(data.get("model") or self.model))
+                          str(data.get("model") or self.model), _usage(data))
+
+
+def _usage(data: Any) -> int | None:
+    """``usage.total_tokens`` (or prompt + completion) of an OpenAI-style answer."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    try:
+        if usage.get("total_tokens") is not None:
+            return max(int(usage["total_tokens"]), 0)
+        return max(int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0), 0)
+    except (TypeError, ValueError):
+        return None
 
 
 def _excerpt(resp: httpx.Response, n: int = 200) -> str:
