@@ -23,11 +23,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	./scripts/system-deps.sh --test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy worker_mesh
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy mesh events chains workers gpu_pool monitoring
+	$(VENV)/bin/mypy worker_mesh
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	./scripts/system-deps.sh

@@ -19,9 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery import chain
-
-from chains.registry import REGISTRY, Coalesce, On, RunContext
-from events.base import Envelope
+from worker_mesh.chains.registry import REGISTRY, Coalesce, On, RunContext
+from worker_mesh.events.base import Envelope
 
 if TYPE_CHECKING:
     from celery.canvas import Signature

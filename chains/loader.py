@@ -18,10 +18,11 @@ import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
-import chains
-from chains.registry import REGISTRY, WorkflowRegistry
-from mesh.errors import ConfigError
-from mesh.settings import MeshSettings
+from worker_mesh.chains.registry import REGISTRY, WorkflowRegistry
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings import MeshSettings
+
+from worker_mesh import chains
 
 ENTRY_POINT_GROUP = "worker_mesh.workflows"
 
@@ -34,7 +35,7 @@ def load_workflows(settings: MeshSettings | None = None) -> WorkflowRegistry:
     ``workflows.disabled``)."""
     for mod in pkgutil.iter_modules(chains.__path__):
         if mod.name not in _SKIP and not mod.name.startswith("_"):
-            importlib.import_module(f"chains.{mod.name}")
+            importlib.import_module(f"{chains.__name__}.{mod.name}")
     if settings is None:
         return REGISTRY
     import_extra_modules(settings)
@@ -52,7 +53,7 @@ def load_workflows(settings: MeshSettings | None = None) -> WorkflowRegistry:
 def is_builtin(workflow: str) -> bool:
     """Whether ``workflow`` belongs to the built-in pack (defined in ``chains/``)."""
     wf = REGISTRY.workflows.get(workflow)
-    return wf is not None and getattr(wf.build, "__module__", "").startswith("chains.")
+    return wf is not None and getattr(wf.build, "__module__", "").startswith(f"{chains.__name__}.")
 
 
 def import_extra_modules(settings: MeshSettings) -> list[str]:

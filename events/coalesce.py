@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
-
-from mesh.keys import Keys
+from worker_mesh.mesh.keys import Keys
 
 _HOLD = """
 local cur = redis.call('HGET', KEYS[1], 'entry')

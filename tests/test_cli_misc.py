@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-
-from workers.cli import cli
+from worker_mesh.workers.cli import cli
 
 
 def test_workflows_lists_triggers_and_cross_workflow_links() -> None:

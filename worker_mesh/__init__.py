@@ -22,71 +22,77 @@ and for application code that publishes::
     from worker_mesh import publish
     publish(OrderPlaced(order_id="o-1"))
 
-Everything here is re-exported from the packages that define it (``events``,
-``chains``, ``workers``, ``gpu_pool``, ``mesh``); this module adds nothing of its own.
+Everything here is re-exported, lazily (PEP 562: importing ``worker_mesh.events``
+does not import Celery's canvas), from the subpackages that define it:
+``worker_mesh.mesh`` (settings, errors, keys, Redis, the run ledger),
+``worker_mesh.events``, ``worker_mesh.chains``, ``worker_mesh.workers``,
+``worker_mesh.gpu_pool``, ``worker_mesh.monitoring``. In the repository those are the
+top-level folders ``mesh/``, ``events/``, ``chains/``, ``workers/``, ``gpu_pool/``,
+``monitoring/``; ``worker_mesh/`` holds a symbolic link to each, so a checkout, the type
+checker and the import contracts see the same ``worker_mesh.*`` names as an install
+(the wheel maps the folders under ``worker_mesh``: ``pyproject.toml``, ``package-dir``).
 """
 
 from __future__ import annotations
 
-from celery import chain, chord, group
-
-from chains.registry import REGISTRY as _REGISTRY
-from chains.registry import Coalesce, On, RunContext
-from events import configure, publish, publish_many
-from events.base import Envelope, Event
-from gpu_pool.routing import Resource
-from mesh.errors import (
-    ConfigError,
-    MeshError,
-    NotFound,
-    PermanentError,
-    ProviderError,
-    RateLimited,
-    TransientError,
-)
-from mesh.flow.declare import Concurrency, Flow, Limit, Priority
-from workers.kinds import API_CALL, CRITICAL, INFERENCE, STANDARD, TRAINING, TaskKind
-from workers.steps import Step, StepContext, current_step, step
+import importlib as _importlib
+from typing import Any as _Any
 
 __version__ = "0.2.0"
 
-workflow = _REGISTRY.workflow
-"""``@workflow(name, on=[...], version="1", coalesce=None, sla_s=3600, results=None)``."""
+_API: dict[str, tuple[str, str]] = {
+    # authoring
+    "Event": ("events.base", "Event"),
+    "Envelope": ("events.base", "Envelope"),
+    "step": ("workers.steps", "step"),
+    "Step": ("workers.steps", "Step"),
+    "current_step": ("workers.context", "current_step"),
+    "StepContext": ("workers.context", "StepContext"),
+    "workflow": ("chains.registry", "workflow"),
+    "On": ("chains.registry", "On"),
+    "Coalesce": ("chains.registry", "Coalesce"),
+    "RunContext": ("chains.registry", "RunContext"),
+    "Resource": ("gpu_pool.routing", "Resource"),
+    "TaskKind": ("workers.kinds", "TaskKind"),
+    "API_CALL": ("workers.kinds", "API_CALL"),
+    "INFERENCE": ("workers.kinds", "INFERENCE"),
+    "TRAINING": ("workers.kinds", "TRAINING"),
+    "STANDARD": ("workers.kinds", "STANDARD"),
+    "CRITICAL": ("workers.kinds", "CRITICAL"),
+    "Flow": ("mesh.flow.declare", "Flow"),
+    "Limit": ("mesh.flow.declare", "Limit"),
+    "Concurrency": ("mesh.flow.declare", "Concurrency"),
+    "Priority": ("mesh.flow.declare", "Priority"),
+    "chain": ("celery", "chain"),
+    "group": ("celery", "group"),
+    "chord": ("celery", "chord"),
+    # errors
+    "MeshError": ("mesh.errors", "MeshError"),
+    "PermanentError": ("mesh.errors", "PermanentError"),
+    "TransientError": ("mesh.errors", "TransientError"),
+    "RateLimited": ("mesh.errors", "RateLimited"),
+    "ProviderError": ("mesh.errors", "ProviderError"),
+    "NotFound": ("mesh.errors", "NotFound"),
+    "ConfigError": ("mesh.errors", "ConfigError"),
+    # publishing
+    "publish": ("events", "publish"),
+    "publish_many": ("events", "publish_many"),
+    "configure": ("events", "configure"),
+}
 
-__all__ = [
-    "API_CALL",
-    "CRITICAL",
-    "INFERENCE",
-    "STANDARD",
-    "TRAINING",
-    "Coalesce",
-    "Concurrency",
-    "ConfigError",
-    "Envelope",
-    "Event",
-    "Flow",
-    "Limit",
-    "MeshError",
-    "NotFound",
-    "On",
-    "PermanentError",
-    "Priority",
-    "ProviderError",
-    "RateLimited",
-    "Resource",
-    "RunContext",
-    "Step",
-    "StepContext",
-    "TaskKind",
-    "TransientError",
-    "__version__",
-    "chain",
-    "chord",
-    "configure",
-    "current_step",
-    "group",
-    "publish",
-    "publish_many",
-    "step",
-    "workflow",
-]
+__all__ = sorted([*_API, "__version__"])
+
+
+def __getattr__(name: str) -> _Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'worker_mesh' has no attribute {name!r}")
+    module, attr = target
+    full = module if module == "celery" else f"{__name__}.{module}"
+    value = getattr(_importlib.import_module(full), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

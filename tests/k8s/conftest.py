@@ -7,8 +7,7 @@ import copy
 from collections.abc import Callable
 
 import pytest
-
-from workers.cli import _k8s
+from worker_mesh.workers.cli import _k8s
 
 Objs = list[dict]
 

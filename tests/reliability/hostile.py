@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 
 from hypothesis import strategies as st
-
-from events.wire import FIELDS
+from worker_mesh.events.wire import FIELDS
 
 TYPES = ["customer.created", "customer.updated", "customer.activity", "content.created",
          "content.updated", "content.deleted", "content.requested", "churn.high_risk",
