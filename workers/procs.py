@@ -18,12 +18,18 @@ from pathlib import Path
 from worker_mesh.mesh.settings import MeshSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The repository root in a checkout (where ``worker_mesh/`` is), site-packages in an
+install: the directory a child process needs on its path to import ``worker_mesh``."""
+if not (ROOT / "worker_mesh" / "__init__.py").is_file():  # installed: .../worker_mesh/workers
+    ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env(settings: MeshSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MESH_")}
     env.update(settings.to_env())
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # the parent's working directory too: a team's package next to its tests imports there
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.getcwd(), env.get("PYTHONPATH", ""))
+                                        if p)
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -69,7 +75,7 @@ class Proc:
 
 def start(name: str, args: Sequence[str], settings: MeshSettings, log_dir: Path,
           extra_env: dict[str, str] | None = None) -> Proc:
-    """Start ``python -m workers.cli <args>`` in its own process group."""
+    """Start ``python -m worker_mesh.workers.cli <args>`` in its own process group."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}-{int(time.time() * 1000)}.log"
     fh = open(log, "wb")  # noqa: SIM115 - closed by the child's lifetime

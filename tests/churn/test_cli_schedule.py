@@ -9,13 +9,13 @@ import sys
 from datetime import UTC, datetime
 
 from celery.schedules import crontab
+
+from tests.support.procs import ROOT, child_env
 from worker_mesh.events.wire import decode
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.runtime import Runtime
 from worker_mesh.workers.schedule import beat_schedule
-
-from tests.support.procs import ROOT, child_env
 
 
 def mesh(settings: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
