@@ -162,7 +162,7 @@ class CeleryStarter:
         that succeeded return their memoized result). Chords get fresh group ids, so
         their part counters start from zero."""
         from celery.canvas import maybe_signature
-        from kombu.exceptions import OperationalError
+        from kombu.exceptions import BatchPublishError, OperationalError
         from kombu.utils.json import loads
         from redis import RedisError
 
@@ -171,7 +171,7 @@ class CeleryStarter:
         try:
             with self._no_result_subscriptions(), self._sent_events_setting():
                 sig.apply_async(declare=[])
-        except (OperationalError, RedisError, ConnectionError, OSError) as exc:
+        except (OperationalError, BatchPublishError, RedisError, ConnectionError, OSError) as exc:
             raise BrokerUnavailable(f"cannot re-send run {run_id}: {exc}") from exc
 
     def start(self, req: StartRequest) -> None:
@@ -184,7 +184,7 @@ class CeleryStarter:
         canvas could not be built (a builder that raises is that workflow's problem:
         the other runs still start). A broker failure raises BrokerUnavailable (the
         dispatcher retries the batch; the ledger keeps each run once)."""
-        from kombu.exceptions import OperationalError
+        from kombu.exceptions import BatchPublishError, OperationalError
         from redis import RedisError
 
         out: list[str | None] = []
@@ -211,7 +211,7 @@ class CeleryStarter:
                 for (_, canvas, _), h in zip(prepared, held, strict=True):
                     if not h:
                         send(canvas)
-        except (OperationalError, RedisError, ConnectionError, OSError) as exc:
+        except (OperationalError, BatchPublishError, RedisError, ConnectionError, OSError) as exc:
             raise BrokerUnavailable(f"cannot send {len(prepared)} run(s): "
                                     f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         for req, err in zip(reqs, out, strict=True):
