@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
 from worker_mesh.events.base import Event
 from worker_mesh.events.catalog import ContentRequested, ContentUpdated, CustomerActivity, CustomerUpdated
 from worker_mesh.events.outcomes import totals

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import bench_settings, embedded_redis, emit, summary
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope
@@ -35,8 +36,6 @@ from worker_mesh.workers.churn.scoring import services
 from worker_mesh.workers.churn.training import train_and_maybe_promote
 from worker_mesh.workers.procs import start, wait_for
 from worker_mesh.workers.runtime import Runtime
-
-from benchmarks._common import bench_settings, embedded_redis, emit, summary
 
 
 def workflow_rate(rt: Runtime, starter: CeleryStarter, profiles: list[dict[str, Any]]) -> float:

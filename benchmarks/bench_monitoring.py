@@ -18,11 +18,10 @@ import statistics
 import time
 from typing import Any
 
+from benchmarks._common import bench_settings, embedded_redis, emit, goal
 from worker_mesh.chains.registry import Workflow
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
-
-from benchmarks._common import bench_settings, embedded_redis, emit, goal
 
 
 def _hooks(settings: Any, n: int, repeats: int) -> dict[str, Any]:
@@ -87,6 +86,7 @@ def _seed(settings: Any) -> list[Workflow]:
 
 def _scrape(settings: Any, repeats: int) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry, generate_latest
+
     from worker_mesh.monitoring.collector import MeshCollector
 
     workflows = _seed(settings)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import bench_settings, embedded_redis, emit, goal, percentile
+from tests.flow.limited_llm import LimitedLlm
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope
@@ -47,9 +49,6 @@ from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers import procs
 from worker_mesh.workers.app import create_app
 from worker_mesh.workers.runstats import RunStats
-
-from benchmarks._common import bench_settings, embedded_redis, emit, goal, percentile
-from tests.flow.limited_llm import LimitedLlm
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import bench_settings, embedded_redis, emit, goal
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope
@@ -39,8 +40,6 @@ from worker_mesh.workers.embedding import pipeline
 from worker_mesh.workers.embedding.model import load_model
 from worker_mesh.workers.embedding.vectors import VectorStore
 from worker_mesh.workers.procs import start, wait_for
-
-from benchmarks._common import bench_settings, embedded_redis, emit, goal
 
 WORDS = ["customer", "churn", "risk", "score", "model", "embedding", "vector", "search",
          "content", "article", "generation", "pipeline", "worker", "queue", "redis", "stream",

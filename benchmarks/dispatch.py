@@ -21,11 +21,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker_mesh.events.publisher import Publisher
-from worker_mesh.mesh.keys import Keys
-from worker_mesh.mesh.redis_conn import make_client
-from worker_mesh.workers.app import create_app
-
 from benchmarks._common import (
     accounted,
     celery_queue_key,
@@ -40,6 +35,10 @@ from benchmarks._common import (
     wait_until,
 )
 from benchmarks.probe import TASK, WORKFLOW, BenchPing
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.workers.app import create_app
 
 GOAL_RATE = 3_000.0
 

@@ -27,10 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from worker_mesh.events.publisher import Publisher
-from worker_mesh.mesh.keys import Keys
-from worker_mesh.mesh.redis_conn import make_client
-from worker_mesh.workers.app import create_app
 
 from benchmarks._common import (
     celery_queue_key,
@@ -45,6 +41,10 @@ from benchmarks._common import (
     wait_until,
 )
 from benchmarks.probe import TASK, WORKFLOW, BenchPing, started_key
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.workers.app import create_app
 
 GOAL_P50_MS = 5.0
 GOAL_P99_MS = 25.0

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from pydantic import Field
+
 from worker_mesh.chains.registry import REGISTRY, On, RunContext
 from worker_mesh.events.base import Envelope, Event
 from worker_mesh.events.catalog import CATALOG, Id

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery import chain
+
 from worker_mesh.chains.registry import REGISTRY, Coalesce, On, RunContext
 from worker_mesh.events.base import Envelope
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from celery import chord
 from celery.exceptions import CPendingDeprecationWarning
+
 from worker_mesh.chains.registry import REGISTRY, RunContext
 from worker_mesh.events.base import Envelope
 

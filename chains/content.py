@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from celery import chain
+
 from worker_mesh.chains.registry import REGISTRY, On, RunContext
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.wire import encode

@@ -42,6 +42,7 @@ def build(env: Envelope, ctx: RunContext) -> Signature:
 def crontab_of(expr: str) -> Any:
     """A Celery crontab from ``minute hour day month weekday``."""
     from celery.schedules import crontab
+
     from worker_mesh.mesh.errors import ConfigError
 
     parts = expr.split()

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery.canvas import Signature
+
 from worker_mesh.chains.registry import RunContext, WorkflowRegistry
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.routing import StartRequest

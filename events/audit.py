@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
+
 from worker_mesh.events.outcomes import by_type, totals
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import OUTCOMES, RunLedger

@@ -11,6 +11,7 @@ from datetime import date
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field
+
 from worker_mesh.events import base as _base
 from worker_mesh.events.base import Event
 from worker_mesh.mesh.errors import InvalidEvent, UnknownEventType

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
+
 from worker_mesh.mesh.keys import Keys
 
 _HOLD = """

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+
 from worker_mesh.events import outcomes as oc
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CATALOG, EventCatalog

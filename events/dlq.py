@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+
 from worker_mesh.mesh import redact
 from worker_mesh.mesh.keys import Keys, partition_of
 from worker_mesh.mesh.redis_conn import translate_errors

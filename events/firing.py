@@ -8,6 +8,7 @@ start from starting twice. See ``events/coalesce.py`` for the slot layout.
 from __future__ import annotations
 
 import redis
+
 from worker_mesh.events.catalog import EventCatalog
 from worker_mesh.events.coalesce import CoalesceStore, DueSlot
 from worker_mesh.events.dlq import DeadLetters

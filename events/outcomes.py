@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 import redis
+
 from worker_mesh.monitoring import metrics
 
 STARTED = "started"

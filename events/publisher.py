@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
+
 from worker_mesh.events.base import Envelope, Event
 from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent, PayloadTooLarge
 from worker_mesh.mesh.keys import Keys, partition_of

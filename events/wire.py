@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CATALOG, EventCatalog
 from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType

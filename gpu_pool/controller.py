@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+
 from worker_mesh.gpu_pool.offpeak import Windows
 from worker_mesh.gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
 from worker_mesh.gpu_pool.queues import depths

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
+
 from worker_mesh.gpu_pool.offpeak import Windows
 from worker_mesh.gpu_pool.routing import Resource, queue_for, resource_of_task
 from worker_mesh.mesh.keys import Keys

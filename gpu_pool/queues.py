@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import redis
+
 from worker_mesh.gpu_pool.routing import GPU_QUEUES
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import translate_errors

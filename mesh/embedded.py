@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
+
 from worker_mesh.mesh.errors import ConfigError
 
 

@@ -16,6 +16,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoPermissionError
 from redis.retry import Retry
+
 from worker_mesh.mesh.acl import acl_rule, producer_acl_rule
 from worker_mesh.mesh.errors import AccessDenied, BrokerUnavailable, ConfigError
 from worker_mesh.mesh.settings import RedisSettings

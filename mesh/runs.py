@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings.runs import RunSettings
 

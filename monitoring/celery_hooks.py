@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from celery import Celery, signals
+
 from worker_mesh.mesh.errors import PermanentError, Throttled, TransientError
 from worker_mesh.monitoring import metrics, multiproc, sentry
 

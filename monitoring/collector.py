@@ -49,6 +49,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
 from worker_mesh.gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
 from worker_mesh.mesh.outage import OutageLog
 from worker_mesh.monitoring.flow_collector import flow_families

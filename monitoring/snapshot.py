@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+
 from worker_mesh.gpu_pool.routing import ALL_QUEUES
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import RunLedger

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from worker_mesh.mesh.embedded import EmbeddedRedis
 from worker_mesh.mesh.settings import MeshSettings
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.procs import ROOT, child_env, start, wait_for
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CustomerActivity, CustomerUpdated
 from worker_mesh.events.dlq import DeadLetters
@@ -20,8 +22,6 @@ from worker_mesh.mesh.embedded import EmbeddedRedis
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.support.procs import ROOT, child_env, start, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -11,14 +11,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.support.procs import start, wait_for
+from tests.test_dispatcher_e2e import Mesh, probe_settings
 from worker_mesh.chains.registry import RUN_NAMESPACE
 from worker_mesh.events.audit import audit
 from worker_mesh.events.catalog import CustomerActivity
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.embedded import EmbeddedRedis
-
-from tests.support.procs import start, wait_for
-from tests.test_dispatcher_e2e import Mesh, probe_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.fault]
 

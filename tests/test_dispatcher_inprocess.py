@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 import redis
+
 from worker_mesh.chains.registry import Coalesce, On, Workflow, WorkflowRegistry
 from worker_mesh.events.audit import audit
 from worker_mesh.events.base import Envelope

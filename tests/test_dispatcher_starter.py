@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 from celery import chain, chord, group
+
+from tests.support.procs import start, wait_for
 from worker_mesh.chains.registry import On, RunContext, Workflow, WorkflowRegistry
 from worker_mesh.chains.starter import FAILED_TASK, FINISHED_TASK, CeleryStarter
 from worker_mesh.events.base import Envelope
@@ -18,8 +20,6 @@ from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import RunLedger
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.support.procs import start, wait_for
 
 PROBES = '["tests.support.probe_tasks"]'
 APP = create_app(MeshSettings.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0",

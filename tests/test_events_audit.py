@@ -8,13 +8,13 @@ import sys
 
 import pytest
 import redis
+
+from tests.support.procs import ROOT, child_env
 from worker_mesh.events.audit import audit
 from worker_mesh.events.catalog import CustomerActivity
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.support.procs import ROOT, child_env
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.procs import ROOT, child_env
 from worker_mesh.events.dlq import DeadLetters
 from worker_mesh.mesh.keys import Keys, partition_of
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.support.procs import ROOT, child_env
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import redis
+
+from tests.test_dispatcher_inprocess import RecordingStarter, _registry
 from worker_mesh.events.dispatcher import Dispatcher
 from worker_mesh.events.dlq import DeadLetters
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.test_dispatcher_inprocess import RecordingStarter, _registry
 
 pytestmark = pytest.mark.integration
 

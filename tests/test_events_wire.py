@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CustomerUpdated
 from worker_mesh.events.wire import FIELDS, decode, encode, original_fields, schema

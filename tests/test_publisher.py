@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+
+from worker_mesh import events
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import ContentUpdated, CustomerActivity, CustomerUpdated
 from worker_mesh.events.publisher import Publisher, new_ids
@@ -22,8 +24,6 @@ from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from worker_mesh import events
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from worker_mesh.events.catalog import CustomerUpdated
 from worker_mesh.events.wire import decode
 from worker_mesh.mesh.embedded import EmbeddedRedis

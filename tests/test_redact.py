@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+
 from worker_mesh.events.dlq import DeadLetters
 from worker_mesh.mesh import redact
 from worker_mesh.mesh.keys import Keys

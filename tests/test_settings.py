@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.mesh.settings import MeshSettings
 

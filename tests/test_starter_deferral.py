@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+
 from worker_mesh.chains.registry import WorkflowRegistry
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
+
+from tests.support.procs import Proc, start
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
 from worker_mesh.workers.kinds import API_CALL, CRITICAL, INFERENCE, TRAINING
-
-from tests.support.procs import Proc, start
 
 
 def test_retry_after_hint_wins_but_is_capped() -> None:

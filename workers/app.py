@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
+
 from worker_mesh.gpu_pool.routing import ALL_QUEUES
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import celery_ssl_options, patch_kombu_half_closed_channel, redis_url
@@ -122,6 +123,7 @@ def leave_unknown_tasks_to_the_redriver() -> None:
     import logging
 
     from celery.worker.consumer import consumer as cmod
+
     from worker_mesh.mesh.runs import split_task_id
 
     if getattr(cmod.Consumer.on_unknown_task, "_mesh", False):

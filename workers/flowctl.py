@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
+
 from worker_mesh.mesh.errors import Throttled
 from worker_mesh.mesh.flow import FlowControl, Priority
 from worker_mesh.monitoring import metrics

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
+
 from worker_mesh.gpu_pool.routing import Resource, declare_task, queue_for
 from worker_mesh.mesh.errors import PermanentError, Throttled, TransientError
 from worker_mesh.mesh.flow.declare import Flow

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.runs import RunLedger
@@ -16,6 +17,7 @@ from worker_mesh.mesh.settings import MeshSettings
 
 if TYPE_CHECKING:
     from celery import Celery
+
     from worker_mesh.events.publisher import Publisher
 
 T = TypeVar("T")

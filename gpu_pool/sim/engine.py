@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import simpy
+
 from worker_mesh.gpu_pool.deferral import hold_decision
 from worker_mesh.gpu_pool.offpeak import Windows
 from worker_mesh.gpu_pool.policy import Observation, PolicyConfig, PolicyState, desired_workers

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+
 from worker_mesh.gpu_pool.routing import GPU_QUEUES, Resource, queue_for
 from worker_mesh.gpu_pool.sim.trace import Record
 from worker_mesh.mesh.keys import Keys

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from worker_mesh.mesh.errors import ConfigError
 
 

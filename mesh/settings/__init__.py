@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
 from worker_mesh.mesh import redact
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.mesh.settings.artifacts import ArtifactSettings

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.procs import ROOT, child_env, start, wait_for
 from worker_mesh.events.base import Envelope, utcnow
 from worker_mesh.events.catalog import CustomerActivity, CustomerCreated, CustomerUpdated
 from worker_mesh.mesh.keys import Keys
@@ -24,8 +26,6 @@ from worker_mesh.workers.churn.scoring import services
 from worker_mesh.workers.embedding.model import model_version
 from worker_mesh.workers.embedding.vectors import VectorStore
 from worker_mesh.workers.runtime import Runtime
-
-from tests.support.procs import ROOT, child_env, start, wait_for
 
 
 @pytest.mark.e2e

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from worker_mesh.mesh.errors import PermanentError
 from worker_mesh.workers.churn import features as F
 from worker_mesh.workers.churn import model as M

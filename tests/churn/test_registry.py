@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from worker_mesh.mesh.errors import NotFound, PermanentError
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.churn import synth

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope, utcnow
@@ -31,8 +33,6 @@ from worker_mesh.workers.app import create_app
 from worker_mesh.workers.churn import rescore, synth
 from worker_mesh.workers.churn.scoring import services
 from worker_mesh.workers.runtime import Runtime
-
-from tests.support.procs import Proc, start, wait_for
 
 pytestmark = pytest.mark.e2e
 SEEDED = 40

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 import redis
+
+from tests.content.llm_server import Reply, llm_server
+from tests.support.procs import ROOT, Proc, child_env, start, wait_for
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope
@@ -39,9 +42,6 @@ from worker_mesh.workers.content.providers import GenerationRequest, TemplatePro
 from worker_mesh.workers.content.store import ContentStore
 from worker_mesh.workers.embedding.model import model_version
 from worker_mesh.workers.embedding.vectors import VectorStore
-
-from tests.content.llm_server import Reply, llm_server
-from tests.support.procs import ROOT, Proc, child_env, start, wait_for
 
 KEY = "sk-e2e-NEVER-IN-LOGS-987"
 

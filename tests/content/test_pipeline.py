@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from worker_mesh.events.dlq import DeadLetters
 from worker_mesh.events.wire import decode
 from worker_mesh.mesh.errors import QualityCheckFailed, RateLimited

@@ -10,6 +10,8 @@ from email.utils import formatdate
 
 import pytest
 from pydantic import SecretStr
+
+from tests.content.llm_server import Reply, llm_server
 from worker_mesh.mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.content.prompt import Brief
@@ -21,8 +23,6 @@ from worker_mesh.workers.content.providers import (
     parse_retry_after,
 )
 from worker_mesh.workers.kinds import API_CALL
-
-from tests.content.llm_server import Reply, llm_server
 
 KEY = "sk-test-DO-NOT-LEAK-123456"
 BRIEF = Brief("g1", "article", "Onboarding new teams", ["onboarding", "checklist"])

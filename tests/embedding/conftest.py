@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from worker_mesh.workers.embedding.model import EmbeddingModel, load_model
 
 

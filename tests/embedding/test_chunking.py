@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.workers.embedding.chunking import ContentTooLarge, chunk_text, document_text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
 from worker_mesh.workers.embedding.model import EmbeddingModel, embed_texts, model_version, pick_device
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import redis
+
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.embedding import pipeline
 from worker_mesh.workers.embedding.chunking import Chunk

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import redis
+
 from worker_mesh.mesh.errors import Throttled
 from worker_mesh.mesh.flow import Concurrency, ConcurrencyLimiter, Flow, FlowControl, Lease, Wait
 from worker_mesh.mesh.keys import Keys

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.flow.limited_llm import LimitedLlm
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.chains.starter import CeleryStarter, StartRequest
 from worker_mesh.events.base import Envelope
@@ -32,9 +35,6 @@ from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
 from worker_mesh.workers.content.store import ContentStore
-
-from tests.flow.limited_llm import LimitedLlm
-from tests.support.procs import Proc, start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,12 +9,12 @@ import sys
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.support.procs import ROOT, child_env
 from worker_mesh.mesh.flow import ConcurrencyLimiter, Lease, Permit, RateLimiter, Wait
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.monitoring.collector import MeshCollector
-
-from tests.support.procs import ROOT, child_env
 
 LIMITS = '{"llm": {"requests_per_interval": 2, "tokens_per_interval": 1000, "wait_sla_s": 30}}'
 

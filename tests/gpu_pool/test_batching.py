@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from worker_mesh.gpu_pool.batching import BatchReport, MicroBatcher
 from worker_mesh.mesh.errors import PermanentError
 
@@ -134,6 +135,7 @@ def test_batch_hook_records_gpu_seconds_per_task_type(settings) -> None:  # type
     """The worker's hook: metric by task type, and Redis GPU-seconds split between the
     deferred and direct items of the pass."""
     from prometheus_client import REGISTRY
+
     from worker_mesh.workers.runtime import Runtime
     from worker_mesh.workers.tasks.gpu import _on_batch
 

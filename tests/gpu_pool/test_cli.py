@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import redis
 from click.testing import CliRunner
+
+from tests.gpu_pool.kube_stub import KubeStub
 from worker_mesh.gpu_pool import cost
 from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
 from worker_mesh.gpu_pool.offpeak import Windows
@@ -15,8 +17,6 @@ from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
 from worker_mesh.workers.cli import cli
-
-from tests.gpu_pool.kube_stub import KubeStub
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+
+from tests.gpu_pool.kube_stub import KubeStub
 from worker_mesh.gpu_pool.controller import (
     DELETION_COST,
     Controller,
@@ -20,8 +22,6 @@ from worker_mesh.gpu_pool.controller import (
 )
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.gpu_pool.kube_stub import KubeStub
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # window 01:00-06:00 UTC: closed
 

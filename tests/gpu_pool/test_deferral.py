@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from worker_mesh.gpu_pool.deferral import CelerySender, Deferral, run_releaser
 from worker_mesh.gpu_pool.queues import depths
 from worker_mesh.mesh.embedded import EmbeddedRedis

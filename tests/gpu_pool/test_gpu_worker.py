@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import redis
 from celery import chain
+
+from tests.support.procs import start, wait_for
 from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
 from worker_mesh.gpu_pool.offpeak import Windows
 from worker_mesh.mesh.embedded import EmbeddedRedis
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.support.procs import start, wait_for
 
 
 def worker_settings(settings: MeshSettings, **extra: str) -> MeshSettings:

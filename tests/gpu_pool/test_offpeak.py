@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from worker_mesh.gpu_pool.offpeak import Window, Windows
 from worker_mesh.mesh.errors import ConfigError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from worker_mesh.gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
 
 CFG = PolicyConfig(target_per_worker=10, min_workers=0, max_workers=5, idle_to_zero_s=300,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from worker_mesh.gpu_pool.sim import generator, trace
 from worker_mesh.gpu_pool.sim.engine import STRATEGIES, PoolSim
 from worker_mesh.gpu_pool.sim.fluid import FluidQueue, WaitHistogram

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.gpu_pool import sim_probe
+from tests.support.procs import start, wait_for
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.gpu_pool.sim.model import Curve, NodeModel
 from worker_mesh.gpu_pool.sim.simulate import predict_one_worker
@@ -24,9 +27,6 @@ from worker_mesh.gpu_pool.sim.trace import Record, Trace
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.gpu_pool import sim_probe
-from tests.support.procs import start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

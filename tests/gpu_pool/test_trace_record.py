@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import redis
+
+from tests.support.procs import wait_for
 from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
 from worker_mesh.gpu_pool.offpeak import Windows
 from worker_mesh.gpu_pool.sim import recorder
@@ -16,8 +18,6 @@ from worker_mesh.gpu_pool.sim.trace import Record
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.support.procs import wait_for
 
 
 def test_records_urgent_held_and_direct_bulk_once(settings: MeshSettings, r: redis.Redis) -> None:

@@ -7,6 +7,7 @@ import copy
 from collections.abc import Callable
 
 import pytest
+
 from worker_mesh.workers.cli import _k8s
 
 Objs = list[dict]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import click
 import pytest
+
 from worker_mesh.workers.cli import cli as mesh_cli
 
 OVERLAYS = ["dev", "prod", "prod-autoscaler"]

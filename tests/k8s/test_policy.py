@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from worker_mesh.workers.cli import _k8s_policy as policy
 from worker_mesh.workers.cli._k8s_policy import CHECKS, GPU_CHECKS
 

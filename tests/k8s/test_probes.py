@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.procs import ROOT, child_env, start, wait_for
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
 from worker_mesh.workers.cli.health_cmd import control_app
-
-from tests.support.procs import ROOT, child_env, start, wait_for
 
 
 def mesh(settings: MeshSettings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ import copy
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from worker_mesh.workers.cli import _k8s
 from worker_mesh.workers.cli import cli as mesh_cli
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.cli import _k8s

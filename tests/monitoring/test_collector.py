@@ -8,14 +8,14 @@ import time
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.support.runs import finished_run
 from worker_mesh.chains.registry import Workflow
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import RunLedger
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.monitoring.celery_hooks import running_key, workers_key
 from worker_mesh.monitoring.collector import MeshCollector
-
-from tests.support.runs import finished_run
 
 
 def _scrape(r: redis.Redis, settings: MeshSettings, workflows: list[Workflow]) -> str:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import yaml
+
 from worker_mesh.monitoring.grafana import dashboards
 
 GRAFANA = Path(dashboards.__file__).resolve().parent

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import redis
 from prometheus_client import REGISTRY
+
+from tests.support.procs import ROOT
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.monitoring import metrics, sentry
-
-from tests.support.procs import ROOT
 
 
 def _value(name: str, **labels: str) -> float:

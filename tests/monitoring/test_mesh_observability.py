@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.events import CustomerActivity, CustomerUpdated, Publisher
 from worker_mesh.gpu_pool import cost
@@ -34,8 +36,6 @@ from worker_mesh.mesh.runs import RunLedger
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.monitoring.grafana.dashboards import OUT as DASHBOARDS
 from worker_mesh.workers.app import create_app
-
-from tests.support.procs import Proc, start, wait_for
 
 MODULES = '["tests.support.probe_tasks", "tests.monitoring.mesh_probe"]'
 FLOWER_AUTH = "mesh:flower-test"

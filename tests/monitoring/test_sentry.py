@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.monitoring import sentry_collector
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.chains.loader import load_workflows
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.monitoring import sentry_collector
-from tests.support.procs import Proc, start, wait_for
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ import sys
 import time
 
 import redis
+
+from tests.support.procs import ROOT, child_env
+from tests.support.runs import finished_run
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import RunLedger
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.monitoring.celery_hooks import workers_key
-
-from tests.support.procs import ROOT, child_env
-from tests.support.runs import finished_run
 
 PROBE = {"MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]'}
 

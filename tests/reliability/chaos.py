@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.reliability.effects import PRODUCER
+from tests.support.procs import start, wait_for
 from worker_mesh.events.audit import audit, audit_runs
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CustomerActivity
@@ -29,9 +31,6 @@ from worker_mesh.mesh.errors import BrokerUnavailable
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.reliability.effects import PRODUCER
-from tests.support.procs import start, wait_for
 
 SETTINGS = {
     "MESH_CELERY_EXTRA_MODULES": '["tests.reliability.effects"]',

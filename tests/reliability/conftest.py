@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.tls import TlsFiles, make_ca_and_server_cert
 from worker_mesh.mesh.embedded import EmbeddedRedis
 from worker_mesh.mesh.redis_conn import acl_rule
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.support.tls import TlsFiles, make_ca_and_server_cert
 
 PROBES = '["tests.support.probe_tasks"]'
 

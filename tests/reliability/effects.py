@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from celery import chord
+
 from worker_mesh.chains.registry import REGISTRY, On, RunContext
 from worker_mesh.events.base import Envelope
 from worker_mesh.gpu_pool.routing import Resource

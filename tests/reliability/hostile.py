@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from hypothesis import strategies as st
+
 from worker_mesh.events.wire import FIELDS
 
 TYPES = ["customer.created", "customer.updated", "customer.activity", "content.created",

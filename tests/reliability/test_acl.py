@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from worker_mesh.events import CustomerActivity
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.acl import acl_rule, producer_acl_rule

@@ -20,12 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from worker_mesh.mesh.embedded import free_port
-from worker_mesh.mesh.settings import MeshSettings
 
 from tests.reliability.conftest import SecureRedis
 from tests.reliability.test_fail_fast import leaks
 from tests.support.procs import ROOT, Proc, child_env, start, wait_for
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
-from worker_mesh.mesh.embedded import free_port
-from worker_mesh.mesh.settings import MeshSettings
 
 from tests.reliability.conftest import SecureRedis
 from tests.support.procs import ROOT, child_env
 from tests.support.tls import make_ca_and_server_cert
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from worker_mesh.mesh.embedded import EmbeddedRedis
-from worker_mesh.mesh.settings import MeshSettings
 
 from tests.reliability.chaos import run_chaos
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.slow]
 

@@ -18,6 +18,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.reliability.effects import PRODUCER
+from tests.support.procs import ROOT, child_env, start, wait_for
 from worker_mesh.chains.registry import RUN_NAMESPACE
 from worker_mesh.events.audit import audit
 from worker_mesh.events.base import Envelope
@@ -26,9 +29,6 @@ from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.reliability.effects import PRODUCER
-from tests.support.procs import ROOT, child_env, start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

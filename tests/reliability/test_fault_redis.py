@@ -20,6 +20,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.reliability.effects import PRODUCER
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.events.audit import audit
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CustomerActivity
@@ -29,9 +32,6 @@ from worker_mesh.mesh.errors import BrokerUnavailable
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.reliability.effects import PRODUCER
-from tests.support.procs import Proc, start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

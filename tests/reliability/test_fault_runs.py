@@ -18,6 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.reliability.effects import PRODUCER
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.events.audit import audit, audit_runs
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import ContentDeleted, CustomerActivity
@@ -27,9 +30,6 @@ from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.runs import RunLedger
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.reliability.effects import PRODUCER
-from tests.support.procs import Proc, start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.support.procs import start, wait_for
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.support.procs import start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

@@ -16,6 +16,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from tests.reliability.effects import PRODUCER
+from tests.support.procs import ROOT, Proc, child_env, start, wait_for
 from worker_mesh.chains.registry import RUN_NAMESPACE
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import ContentDeleted
@@ -25,9 +28,6 @@ from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.reliability.effects import PRODUCER
-from tests.support.procs import ROOT, Proc, child_env, start, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

@@ -20,6 +20,9 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.reliability.hostile import GOOD, hostile_entries
+from tests.support.procs import Proc, start, wait_for
 from worker_mesh.events.audit import audit
 from worker_mesh.events.dlq import DeadLetters
 from worker_mesh.events.wire import decode
@@ -27,9 +30,6 @@ from worker_mesh.mesh.errors import InvalidEvent
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.reliability.hostile import GOOD, hostile_entries
-from tests.support.procs import Proc, start, wait_for
 
 pytestmark = pytest.mark.e2e
 

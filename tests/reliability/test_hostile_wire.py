@@ -11,11 +11,11 @@ import tracemalloc
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.reliability.hostile import GOOD, hostile_entries
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.wire import decode, original_fields
 from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge
-
-from tests.reliability.hostile import GOOD, hostile_entries
 
 LIMIT = 64 * 1024
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis
 from pydantic import SecretStr, ValidationError
+
 from worker_mesh.events.catalog import ContentCreated, CustomerActivity
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.events.wire import decode

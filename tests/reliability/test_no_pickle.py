@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from kombu.exceptions import ContentDisallowed, DecodeError
+
+from tests.support.procs import start, wait_for
 from worker_mesh.gpu_pool.routing import ALL_QUEUES
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.support.procs import start, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import pytest
 import redis
-from worker_mesh.events.catalog import ContentRequested
-from worker_mesh.events.dlq import DeadLetters
-from worker_mesh.events.publisher import Publisher
-from worker_mesh.mesh.keys import Keys
-from worker_mesh.mesh.settings import MeshSettings
 
 from tests.content.llm_server import Reply, llm_server
 from tests.monitoring import sentry_collector
 from tests.reliability.test_fail_fast import leaks
 from tests.reliability.test_secrets import _envelope_bodies
 from tests.support.procs import ROOT, child_env, start, wait_for
+from worker_mesh.events.catalog import ContentRequested
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 

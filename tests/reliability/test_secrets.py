@@ -18,16 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.monitoring import sentry_collector
+from tests.reliability.conftest import SecureRedis
+from tests.support.procs import ROOT, Proc, child_env, start, wait_for
 from worker_mesh.events.catalog import CustomerActivity
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.embedded import free_port
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import make_client
 from worker_mesh.mesh.settings import MeshSettings
-
-from tests.monitoring import sentry_collector
-from tests.reliability.conftest import SecureRedis
-from tests.support.procs import ROOT, Proc, child_env, start, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.reliability.conftest import SecureRedis
+from tests.support.procs import Proc, start, wait_for
+from tests.support.tls import make_ca_and_server_cert
 from worker_mesh.events import CustomerActivity
 from worker_mesh.events.publisher import Publisher
 from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError
@@ -22,10 +26,6 @@ from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import check_connection, make_client, translate_errors
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.app import create_app
-
-from tests.reliability.conftest import SecureRedis
-from tests.support.procs import Proc, start, wait_for
-from tests.support.tls import make_ca_and_server_cert
 
 pytestmark = pytest.mark.e2e
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from worker_mesh.mesh.embedded import free_port
 
 MOTO = Path(sys.executable).with_name("moto_server")

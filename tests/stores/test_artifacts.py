@@ -7,6 +7,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+
 from worker_mesh.mesh.embedded import free_port
 from worker_mesh.mesh.errors import ConfigError, NotFound, ProviderError
 from worker_mesh.mesh.settings import MeshSettings

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import redis
+
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.stores.profiles import ProfileStore

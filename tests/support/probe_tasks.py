@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from celery import shared_task
+
 from worker_mesh.chains.registry import REGISTRY, Coalesce, On, RunContext
 from worker_mesh.events.base import Envelope
 from worker_mesh.mesh.errors import PermanentError

@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+
 from worker_mesh.mesh.errors import PermanentError
 
 FEATURES: tuple[str, ...] = (

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from worker_mesh.mesh.errors import PermanentError
 from worker_mesh.mesh.extras import require
 from worker_mesh.workers.churn import features as F

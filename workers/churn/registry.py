@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
 from worker_mesh.mesh.errors import NotFound, PermanentError
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import translate_errors

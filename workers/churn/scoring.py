@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import ChurnHighRisk
 from worker_mesh.mesh.errors import InvalidEvent, PermanentError

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import click
+
 from worker_mesh.mesh.errors import MeshError
 from worker_mesh.workers.cli._common import EXIT_CONFIG, EXIT_UNAVAILABLE
 
@@ -71,6 +72,7 @@ def main() -> None:
 def _classify(exc: BaseException) -> tuple[int | None, str]:
     """(exit code, one line) of an expected failure; (None, "") for a bug."""
     import redis
+
     from worker_mesh.mesh.errors import AccessDenied, TransientError
     from worker_mesh.mesh.redis_conn import describe_error, is_refusal
 

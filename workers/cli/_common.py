@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 import click
+
 from worker_mesh.mesh import redact
 from worker_mesh.mesh.settings import MeshSettings
 

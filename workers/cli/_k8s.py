@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from worker_mesh.mesh.settings import MeshSettings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr
+
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.cli._k8s import Obj

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import click
+
 from worker_mesh.workers.procs import ROOT, child_env
 
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+
 from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
@@ -29,6 +30,7 @@ def demo_cmd(customers: int, documents: int, requests_: int, timeout_s: int, wor
     Exits non-zero when not every event was accounted for or a run failed.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from worker_mesh.chains.loader import load_workflows
     from worker_mesh.events.publisher import Publisher
     from worker_mesh.mesh.keys import Keys

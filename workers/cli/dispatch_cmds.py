@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from worker_mesh.workers.cli._common import echo, emit_json, json_option, load_settings
 
 

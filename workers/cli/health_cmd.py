@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from worker_mesh.mesh.errors import BrokerUnavailable, MeshError
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.workers.cli._common import load_settings
@@ -40,6 +41,7 @@ def control_app(settings: MeshSettings) -> Any:
     """A Celery app with the mesh's broker settings and no tasks: enough for control
     commands, and cheap (a probe runs every few seconds; it must not load models)."""
     from celery import Celery
+
     from worker_mesh.workers.app import celery_config
 
     app = Celery("mesh-probe", set_as_current=False)

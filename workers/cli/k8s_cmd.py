@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 import click
+
 from worker_mesh.workers.cli import _k8s
 from worker_mesh.workers.cli._common import emit_json, json_option
 from worker_mesh.workers.cli._k8s_policy import run_checks

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+
 from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 

@@ -8,6 +8,7 @@ import signal
 import threading
 
 import click
+
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.workers.cli._common import load_settings
 
@@ -29,6 +30,7 @@ def exporter_cmd(port: int | None, address: str | None) -> None:
 
     settings = load_settings()  # Redis checked first: exit 3 with the reason
     from prometheus_client import CollectorRegistry, start_http_server
+
     from worker_mesh.chains.loader import load_workflows
     from worker_mesh.mesh.keys import Keys
     from worker_mesh.mesh.redis_conn import make_client

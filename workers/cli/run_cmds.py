@@ -6,6 +6,7 @@ import os
 import socket
 
 import click
+
 from worker_mesh.gpu_pool.routing import ALL_QUEUES
 from worker_mesh.workers.cli._common import load_settings
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import click
+
 from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from pydantic import SecretStr
+
 from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
 from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import httpx
 from pydantic import SecretStr
+
 from worker_mesh.mesh import redact
 from worker_mesh.mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
 from worker_mesh.mesh.settings import LlmSettings

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import redis
+
 from worker_mesh.chains.registry import WorkflowRegistry
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import RunLedger

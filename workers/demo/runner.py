@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from pydantic import SecretStr
+
 from worker_mesh.gpu_pool.routing import ALL_QUEUES
 from worker_mesh.mesh.embedded import EmbeddedRedis
 from worker_mesh.mesh.keys import Keys

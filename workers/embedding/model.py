@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from worker_mesh.mesh.errors import ConfigError
 from worker_mesh.mesh.extras import require
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from worker_mesh.mesh.errors import PermanentError
 from worker_mesh.mesh.settings import MeshSettings
 from worker_mesh.monitoring import metrics

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import redis
+
 from worker_mesh.mesh.errors import TransientError
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import translate_errors

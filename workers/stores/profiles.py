@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+
 from worker_mesh.mesh.errors import InvalidEvent
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import translate_errors
