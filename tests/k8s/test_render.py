@@ -19,7 +19,8 @@ OVERLAYS = ["dev", "prod", "prod-autoscaler"]
 
 
 def test_the_expected_overlays_exist() -> None:
-    assert _k8s.overlays() == OVERLAYS
+    # team-orders: the example of a team's workflows (tests/k8s/test_team_overlay.py)
+    assert _k8s.overlays() == [*OVERLAYS, "team-orders"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

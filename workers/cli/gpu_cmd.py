@@ -284,7 +284,7 @@ def simulate_cmd(trace_path: str | None, prices_path: str | None, node_path: str
     from worker_mesh.gpu_pool.sim.report import URGENT_SLA_P99_S
     from worker_mesh.gpu_pool.sim.simulate import load_inputs, render, simulate
 
-    settings = load_settings()
+    settings = load_settings(check_redis=False)  # offline: a trace in, figures out
     inp = load_inputs(settings.gpu, trace_path=trace_path, prices_path=prices_path,
                       node_path=node_path, bench_path=bench_path,
                       urgent_sla_p99_s=urgent_sla_s or URGENT_SLA_P99_S)
