@@ -4,8 +4,9 @@ running tasks, workflow freshness, result staleness, the GPU backlog.
 Both ``mesh exporter`` (``monitoring.collector``, at every scrape) and ``mesh status``
 read through here, so the dashboard and the status screen cannot disagree. Every read
 is bounded (a fixed number of commands per partition / queue / workflow); nothing scans
-the keyspace. The only writes: a workflow's first-seen time, and the removal of
-heartbeats and running-task entries left behind by killed workers.
+the keyspace. The only writes: a workflow's first-seen time, the dead-letter tally
+(``monitoring.dlq_tally``), and the removal of heartbeats and running-task entries left
+behind by killed workers and dispatchers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import redis
 from gpu_pool.routing import ALL_QUEUES
 from mesh.keys import Keys
 from mesh.settings import MeshSettings
+from monitoring import dlq_tally, heartbeats
 from monitoring.celery_hooks import running_key, workers_key
 from monitoring.metrics import results_key
 
@@ -47,11 +49,14 @@ class StreamInfo:
 class WorkflowInfo:
     name: str
     sla_s: int
+    """The SLA in force: ``workflows.sla_s`` when it names the workflow, else the registry's."""
     last_success: float | None
     successes: int = 0
     failures: int = 0
     retries: int = 0
     registered_at: float | None = None
+    failing_alert_runs: int = 3
+    """Failed runs in ``MeshWorkflowFailing``'s window that alert (``workflows.failing_alert_runs``)."""
 
     def age_s(self, now: float) -> float | None:
         return None if self.last_success is None else max(now - self.last_success, 0.0)
@@ -63,6 +68,28 @@ class WorkflowInfo:
         return self.registered_at is not None and now - self.registered_at <= self.sla_s
 
 
+@dataclass(frozen=True)
+class StuckRun:
+    """A run in flight past its re-drive deadline (no progress: the stuck chord)."""
+
+    run_id: str
+    workflow: str
+    overdue_s: float
+    """Seconds past the deadline."""
+
+
+def stuck_runs(client: redis.Redis, keys: Keys, now: float) -> list[StuckRun]:
+    """Runs in flight past their re-drive deadline, from the run ledger.
+
+    TODO(lead, run ledger in mesh/runs.py): read the ledger's index of in-flight runs by
+    deadline (bounded, e.g. ZRANGEBYSCORE deadline <= now LIMIT 0 1000) and return them.
+    Until the ledger lands this returns [] and ``mesh status`` never says "stuck runs";
+    the exporter's ``mesh_runs_overdue{workflow}`` (``MeshRunsStuck``) is built from it.
+    """
+    del client, keys, now
+    return []
+
+
 @dataclass
 class Snapshot:
     taken_at: float
@@ -70,6 +97,12 @@ class Snapshot:
     outcomes: dict[str, int] = field(default_factory=dict)
     dlq_length: int = 0
     dlq_added: int = 0
+    dlq_by: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    """(reason, event type) -> (dead letters ever, Unix time of the newest)."""
+    dispatchers: int = 0
+    """Dispatchers with a recent heartbeat (``monitoring.heartbeats``)."""
+    dispatchers_known: int = 0
+    """Dispatchers that sent a heartbeat within the last day (alive or not)."""
     queues: dict[str, int] = field(default_factory=dict)
     reserved: dict[str, int] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
@@ -85,11 +118,12 @@ class Snapshot:
     offpeak_open: bool | None = None
     offpeak_next: float | None = None
     offpeak_end: float | None = None
+    stuck: list[StuckRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
     def dispatchers_alive(self) -> int:
-        return max((s.consumers_active for s in self.streams), default=0)
+        return self.dispatchers
 
     def out_of_sla(self) -> list[str]:
         return [w.name for w in self.workflows if not w.within_sla(self.taken_at)]
@@ -111,11 +145,14 @@ def take(client: redis.Redis, settings: MeshSettings, workflows: list[Any] | Non
     snap = Snapshot(taken_at=time.time() if now is None else now)
     _streams(client, settings, keys, snap)
     _dlq(client, keys, snap)
+    snap.dispatchers, snap.dispatchers_known = heartbeats.alive(
+        client, keys, snap.taken_at, settings.monitoring.worker_dead_after_s)
     _queues(client, keys, snap)
     _workers(client, settings, keys, snap)
-    _workflows(client, keys, workflows or [], snap)
+    _workflows(client, settings, keys, workflows or [], snap)
     _results(client, keys, snap)
     _gpu(client, settings, keys, snap)
+    snap.stuck = stuck_runs(client, keys, snap.taken_at)
     return snap
 
 
@@ -158,6 +195,7 @@ def _dlq(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
         snap.dlq_added = int(_info_get(info, "entries-added", snap.dlq_length) or 0)
     except redis.ResponseError:
         pass
+    snap.dlq_by = dlq_tally.tally(client, keys)
 
 
 def _queues(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
@@ -219,7 +257,8 @@ def _workers(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snap
         client.hdel(running_key(keys), *stale)
 
 
-def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snapshot) -> None:
+def _workflows(client: redis.Redis, settings: MeshSettings, keys: Keys, workflows: list[Any],
+               snap: Snapshot) -> None:
     last = {_s(k): float(v) for k, v in client.hgetall(keys.ns("runs", "last_success")).items()}
     reg_key = keys.ns("mon", "workflows", "registered")
     pipe = client.pipeline(transaction=False)
@@ -230,8 +269,15 @@ def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snap
     for wf in workflows:
         stats = {_s(k): int(v) for k, v in client.hgetall(keys.ns("runs", "stats", wf.name)).items()}
         snap.workflows.append(WorkflowInfo(
-            wf.name, int(wf.sla_s), last.get(wf.name), stats.get("successes", 0),
-            stats.get("failures", 0), stats.get("retries", 0), registered.get(wf.name)))
+            wf.name, settings.workflows.sla_for(wf.name, int(wf.sla_s)), last.get(wf.name),
+            stats.get("successes", 0), stats.get("failures", 0), stats.get("retries", 0),
+            registered.get(wf.name), settings.workflows.failing_runs_for(wf.name)))
+    names = {wf.name for wf in workflows}
+    for setting in ("sla_s", "failing_alert_runs"):
+        unknown = sorted(set(getattr(settings.workflows, setting)) - names)
+        if unknown:
+            snap.errors.append(f"workflows.{setting} names no registered workflow: "
+                               f"{', '.join(unknown)}")
 
 
 def _results(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:

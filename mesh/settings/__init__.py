@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from mesh.errors import ConfigError
 from mesh.settings.artifacts import ArtifactSettings
@@ -94,6 +94,8 @@ class MeshSettings(BaseSettings):
                 os.environ.update(saved)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from exc
+        except SettingsError as exc:  # a list/dict setting whose value is not JSON
+            raise ConfigError(_not_json(env) or f"invalid settings: {exc}") from exc
 
     def to_env(self) -> dict[str, str]:
         """The non-default settings as ``MESH_*`` variables (secrets included, as-is).
@@ -147,6 +149,27 @@ def _env_value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+def _not_json(env: Mapping[str, str]) -> str | None:
+    """Names the ``MESH_*`` variables whose value must be JSON (a list or a mapping)
+    and is not: pydantic-settings' own error names only the group."""
+    import json
+
+    bad = []
+    for key, model in setting_names().items():
+        raw = next((v for k, v in env.items() if k.upper() == key), None)
+        name = key[len(ENV_PREFIX):].lower().split("_", 1)[1]
+        field = model.model_fields.get(name)
+        if raw is None or field is None or str(field.annotation).split("[")[0] not in ("list", "dict"):
+            continue
+        try:
+            json.loads(raw)
+        except ValueError:
+            bad.append(key)
+    if not bad:
+        return None
+    return "invalid settings: " + "; ".join(f"{k}: not JSON (a list or an object)" for k in bad)
 
 
 def _describe(exc: ValidationError) -> str:

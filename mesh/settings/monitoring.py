@@ -17,9 +17,10 @@ class MonitoringSettings(BaseModel):
     multiproc_dir: str | None = None
     """Folder of a prefork worker's multiprocess metric files (None: a new temp folder)."""
     heartbeat_s: float = Field(default=5.0, gt=0)
-    """How often a worker writes its heartbeat (workers alive per queue)."""
+    """How often a worker or a dispatcher writes its heartbeat (workers alive per queue,
+    dispatchers alive)."""
     worker_dead_after_s: float = Field(default=30.0, gt=0)
-    """A worker whose last heartbeat is older than this counts as gone."""
+    """A worker or dispatcher whose last heartbeat is older than this counts as gone."""
     flower_port: int = Field(default=5555, ge=1, le=65535)
     """Port of `mesh flower`."""
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
