@@ -25,7 +25,8 @@ workflows                                       ``mesh_workflow_last_success_tim
                                                 ``mesh_workflow_sla_seconds``,
                                                 ``mesh_workflow_registered_timestamp_seconds``,
                                                 ``mesh_workflow_finished_total{workflow,outcome}``,
-                                                ``mesh_workflow_failing_alert_runs``
+                                                ``mesh_workflow_failing_alert_runs``,
+                                                ``mesh_workflow_failures_since_success``
 runs (the run ledger)                           ``mesh_runs_overdue{workflow}``
 results                                         ``mesh_result_oldest_timestamp_seconds{kind}``,
                                                 ``mesh_results{kind}``
@@ -183,8 +184,10 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
                               labels=["workflow", "outcome"])
     retries = CounterMetricFamily("mesh_workflow_task_retries", "Task retries within the workflow.",
                                   labels=["workflow"])
-    failing = _gauge("mesh_workflow_failing_alert_runs", "Failed runs within MeshWorkflowFailing's "
-                     "window that alert (workflows.failing_alert_runs).", ["workflow"])
+    failing = _gauge("mesh_workflow_failing_alert_runs", "Failed runs in a row that alert "
+                     "(workflows.failing_alert_runs).", ["workflow"])
+    streak = _gauge("mesh_workflow_failures_since_success",
+                    "Runs that failed since the workflow's last success.", ["workflow"])
     overdue = _gauge("mesh_runs_overdue", "Runs in flight past their re-drive deadline.",
                      ["workflow"])
     stuck: dict[str, int] = {}
@@ -200,10 +203,11 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
         fin.add_metric([w.name, "failed"], w.failures)
         retries.add_metric([w.name], w.retries)
         failing.add_metric([w.name], w.failing_alert_runs)
+        streak.add_metric([w.name], w.failures_since_success)
         overdue.add_metric([w.name], stuck.pop(w.name, 0))
     for name, n in sorted(stuck.items()):  # runs of workflows no longer registered
         overdue.add_metric([name], n)
-    yield from (last, sla, reg, fin, retries, failing, overdue)
+    yield from (last, sla, reg, fin, retries, failing, streak, overdue)
     oldest = _gauge("mesh_result_oldest_timestamp_seconds",
                     "Write time of the stalest stored result of the kind.", ["kind"])
     count = _gauge("mesh_results", "Entities with a stored result of the kind.", ["kind"])

@@ -56,7 +56,13 @@ class WorkflowInfo:
     retries: int = 0
     registered_at: float | None = None
     failing_alert_runs: int = 3
-    """Failed runs in ``MeshWorkflowFailing``'s window that alert (``workflows.failing_alert_runs``)."""
+    """Failed runs in a row that alert (``workflows.failing_alert_runs``)."""
+    failures_since_success: int = 0
+    """Runs that failed since the last success (``_failure_streaks``)."""
+
+    @property
+    def failing(self) -> bool:
+        return self.failures_since_success >= self.failing_alert_runs
 
     def age_s(self, now: float) -> float | None:
         return None if self.last_success is None else max(now - self.last_success, 0.0)
@@ -272,12 +278,37 @@ def _workflows(client: redis.Redis, settings: MeshSettings, keys: Keys, workflow
             wf.name, settings.workflows.sla_for(wf.name, int(wf.sla_s)), last.get(wf.name),
             stats.get("successes", 0), stats.get("failures", 0), stats.get("retries", 0),
             registered.get(wf.name), settings.workflows.failing_runs_for(wf.name)))
+    _failure_streaks(client, keys, snap.workflows)
     names = {wf.name for wf in workflows}
     for setting in ("sla_s", "failing_alert_runs"):
         unknown = sorted(set(getattr(settings.workflows, setting)) - names)
         if unknown:
             snap.errors.append(f"workflows.{setting} names no registered workflow: "
                                f"{', '.join(unknown)}")
+
+
+def _failure_streaks(client: redis.Redis, keys: Keys, infos: list[WorkflowInfo]) -> None:
+    """Failures since each workflow's last success, from the run statistics' two
+    counters: a hash keeps (successes, failures) as they were when the successes last
+    changed; failures beyond that base are the current streak. Exact when reads are more
+    frequent than runs ending; a success and failures between two reads count as a
+    success (the streak restarts), which only delays ``MeshWorkflowFailing``. A
+    workflow that never succeeded counts every failure."""
+    key = keys.ns("mon", "workflows", "failure_base")
+    bases = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+    changed: dict[str, str] = {}
+    for w in infos:
+        try:
+            base_ok, base_failed = (int(x) for x in bases[w.name].split("|"))
+        except (KeyError, ValueError):
+            base_ok, base_failed = w.successes, (0 if w.successes == 0 else w.failures)
+            changed[w.name] = f"{base_ok}|{base_failed}"
+        if base_ok != w.successes or w.failures < base_failed:  # a success, or a reset
+            base_ok, base_failed = w.successes, w.failures
+            changed[w.name] = f"{base_ok}|{base_failed}"
+        w.failures_since_success = w.failures - base_failed
+    if changed:
+        client.hset(key, mapping=changed)
 
 
 def _results(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:

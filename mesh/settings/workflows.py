@@ -44,9 +44,9 @@ class WorkflowSettings(BaseModel):
     status`` judge freshness against it. A name that matches no workflow is reported by
     ``mesh status`` and the exporter."""
     failing_alert_runs: dict[str, int] = Field(default_factory=dict)
-    """Failed runs within ``MeshWorkflowFailing``'s window (15 min, failures outnumbering
-    successes) that alert, per workflow (JSON like ``sla_s``); a workflow not named gets
-    ``failing_alert_runs_default``."""
+    """Runs failed in a row (no success between them) that make ``MeshWorkflowFailing``
+    fire and ``mesh status`` say "failing", per workflow (JSON like ``sla_s``); a
+    workflow not named gets ``failing_alert_runs_default``."""
     failing_alert_runs_default: int = Field(default=3, ge=1)
     """Default of ``failing_alert_runs``."""
 
