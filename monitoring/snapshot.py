@@ -296,7 +296,7 @@ def _failure_streaks(client: redis.Redis, keys: Keys, infos: list[WorkflowInfo])
     workflow that never succeeded counts every failure."""
     key = keys.ns("mon", "workflows", "failure_base")
     bases = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
-    changed: dict[str, str] = {}
+    changed: dict[Any, Any] = {}  # redis-py's Mapping is invariant in its key type
     for w in infos:
         try:
             base_ok, base_failed = (int(x) for x in bases[w.name].split("|"))
