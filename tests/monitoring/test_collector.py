@@ -143,3 +143,27 @@ def test_dispatchers_alive_come_from_heartbeats(settings: MeshSettings, r: redis
 
     assert "mesh_dispatchers_alive 1.0" in text
     assert "mesh_dispatchers_known 2.0" in text
+
+
+def test_failures_since_the_last_success_are_counted_between_scrapes(
+        settings: MeshSettings, r: redis.Redis) -> None:
+    keys = Keys(settings.redis.key_prefix)
+    stats = RunStats(r, keys)
+    wf = Workflow("probe", "1", (), lambda env, ctx: None)  # type: ignore[arg-type,return-value]
+    now = time.time()
+
+    def streak() -> float:
+        return _value(_scrape(r, settings, [wf]), "mesh_workflow_failures_since_success",
+                      workflow="probe")
+
+    # Given: a workflow that never succeeded fails twice -> both count
+    for i in range(2):
+        stats.finished("probe", f"f{i}", now, ok=False, now=now)
+    assert streak() == 2
+    # When it succeeds, the streak ends
+    stats.finished("probe", "ok", now, ok=True, now=now)
+    assert streak() == 0
+    # And three failures after it are three in a row
+    for i in range(3):
+        stats.finished("probe", f"g{i}", now, ok=False, now=now)
+        assert streak() == i + 1
