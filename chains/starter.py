@@ -16,7 +16,8 @@ Every run's canvas gets two additions:
   last error, ready to be replayed once fixed.
 
 The messages the dispatcher sends are made cheap to build: a short ``argsrepr``
-(``run <run_id>``: no event fields in Flower or the logs), no per-message queue
+(``workflow=<name> event=<type> id=<event id> run=<run id>``: who and why, no event
+fields, in Flower and the logs), no per-message queue
 declaration (``declare=[]``: on the Redis transport a queue needs none, see
 ``_sending``), and no ``task-sent`` event (Flower and the metrics see each task from
 the worker's own received/started/succeeded events; starts are counted by the
@@ -91,7 +92,7 @@ class CeleryStarter:
         fields = req.fields if req.fields is not None else encode(req.env, self.max_payload_bytes)
         errback = self.app.signature(FAILED_TASK, args=(ctx.meta, fields, started_at))
         _link_error_everywhere(body, errback)
-        _short_reprs(body, f"run {req.run_id}")
+        _short_reprs(body, f"workflow={wf.name} event={req.env.type} id={req.env.event_id} run={req.run_id}")
         last = _last_task(body)
         if last is not None and self._records_its_finish(last.task):
             last.kwargs[FINISH_KWARG] = {"meta": ctx.meta, "started_at": started_at}
