@@ -89,10 +89,32 @@ def _queue_of(task: Any) -> str:
     return str(info.get("routing_key") or getattr(task, "queue", None) or "cpu")
 
 
-def _meta(args: Any) -> dict[str, Any]:
-    if args and isinstance(args[0], dict) and "workflow" in args[0]:
-        return args[0]
-    return {}
+def run_identity(task_id: str | None, args: Any) -> dict[str, Any]:
+    """The run a task execution belongs to: ``run_id`` and ``step`` from the task id
+    (``<run_id>:<step>`` for every task of a mesh run, ``RunContext.sig``), the rest
+    (``workflow``, ``workflow_version``, ``event_type``) from the run metadata among the
+    positional arguments. Not only the first: a chain step after the first gets its
+    parent's result first, a chord body the list of the header's results, an error
+    callback Celery's request; the metadata of this run wins over any other."""
+    run_id = step = None
+    if task_id and ":" in task_id:
+        run_id, _, step = task_id.partition(":")
+    found: dict[str, Any] = {}
+    for a in args or ():
+        if isinstance(a, dict) and "workflow" in a and "run_id" in a:
+            if run_id is None or a.get("run_id") == run_id:
+                found = a
+                break
+            found = found or a
+    out = {k: found[k] for k in ("run_id", "workflow", "workflow_version", "event_type")
+           if found.get(k)}
+    if run_id and (not found or found.get("run_id") == run_id):
+        out.update(run_id=run_id, step=step)
+    return out
+
+
+def _meta(args: Any, task_id: str | None = None) -> dict[str, Any]:
+    return run_identity(task_id, args)
 
 
 # -- worker process lifecycle -------------------------------------------------------------
@@ -185,12 +207,13 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     queue = _queue_of(task)
     _started[task_id] = time.monotonic()
     metrics.task_started(queue)
-    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), _meta(args), args or ())
+    meta = _meta(args, task_id)
+    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), meta, args or ())
     try:
         rt = _runtime(app)
         limit = task.time_limit or app.conf.task_time_limit or 0
         entry = {"task": task.name, "queue": queue, "started": time.time(), "limit_s": limit,
-                 "pid": os.getpid(), "workflow": _meta(args).get("workflow")}
+                 "pid": os.getpid(), "workflow": meta.get("workflow")}
         rt.redis.hset(running_key(rt.keys), task_id, json.dumps(entry))
     except Exception:
         log.debug("running-task registry failed", exc_info=True)
@@ -206,7 +229,7 @@ def _on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None
     outcome = {"SUCCESS": "succeeded", "RETRY": "retried"}.get(state or "", "failed")
     metrics.task_finished(task.name, _queue_of(task),
                           None if t0 is None else time.monotonic() - t0, outcome,
-                          _meta(args).get("workflow"))
+                          _meta(args, task_id).get("workflow"))
     try:
         rt = _runtime(app)
         rt.redis.hdel(running_key(rt.keys), task_id)

@@ -28,3 +28,8 @@ class MonitoringSettings(BaseModel):
     sentry_scrub_fields: list[str] = Field(default_factory=lambda: [
         "email", "name", "phone", "address", "body", "password", "token", "api_key"])
     """Payload / argument field names whose values never leave the process."""
+    workflow_models: dict[str, str] = Field(default_factory=lambda: {
+        "churn": "churn", "churn-rescore": "churn", "retrain": "churn", "reembed": "embedding"})
+    """Which model each workflow runs (JSON workflow -> model name, as the model registry
+    names it): a Sentry event of the workflow is tagged with that model's version in the
+    process (``model_version``), not every model the process ever loaded."""
