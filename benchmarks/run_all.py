@@ -39,8 +39,18 @@ def supports_quick(name: str) -> bool:
     return "--quick" in path.read_text(encoding="utf-8")
 
 
+def declared_timeout_s(name: str) -> float:
+    """A module that needs longer than ``--timeout-s`` says so: ``RUN_ALL_TIMEOUT_S = N``."""
+    import re
+
+    path = Path(benchmarks.__path__[0]) / f"{name}.py"
+    m = re.search(r"^RUN_ALL_TIMEOUT_S = (\d+)", path.read_text(encoding="utf-8"), re.M)
+    return float(m[1]) if m else 0.0
+
+
 def run_one(name: str, quick: bool, timeout_s: float) -> dict[str, Any]:
     """Run one module; returns the result documents it wrote (by benchmark name)."""
+    timeout_s = max(timeout_s, declared_timeout_s(name))
     args = [sys.executable, "-m", f"benchmarks.{name}"]
     if quick and supports_quick(name):
         args.append("--quick")
@@ -69,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = modules()
     if args.only:
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        # `detect` names bench_detect too (the bench_ prefix is optional)
+        wanted = [n.strip() if n.strip() in names else f"bench_{n.strip()}"
+                  for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             ap.error(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})")
