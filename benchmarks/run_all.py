@@ -34,6 +34,19 @@ def modules() -> list[str]:
     return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
+def select(names: list[str], only: str) -> list[str]:
+    """The modules ``--only`` names (all when empty), in run order; ``detect`` names
+    ``bench_detect`` too (the ``bench_`` prefix is optional). ValueError on unknown names."""
+    if not only:
+        return names
+    wanted = [n.strip() if n.strip() in names else f"bench_{n.strip()}"
+              for n in only.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})")
+    return [n for n in names if n in wanted]
+
+
 def supports_quick(name: str) -> bool:
     path = Path(benchmarks.__path__[0]) / f"{name}.py"
     return "--quick" in path.read_text(encoding="utf-8")
@@ -77,15 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated module names (default: all)")
     ap.add_argument("--timeout-s", type=float, default=900.0, help="per module")
     args = ap.parse_args(argv)
-    names = modules()
-    if args.only:
-        # `detect` names bench_detect too (the bench_ prefix is optional)
-        wanted = [n.strip() if n.strip() in names else f"bench_{n.strip()}"
-                  for n in args.only.split(",") if n.strip()]
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            ap.error(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})")
-        names = [n for n in names if n in wanted]
+    try:
+        names = select(modules(), args.only)
+    except ValueError as exc:
+        ap.error(str(exc))
     results: dict[str, Any] = {}
     failed: list[str] = []
     for name in names:
