@@ -201,7 +201,10 @@ def _dlq(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
         snap.dlq_added = int(_info_get(info, "entries-added", snap.dlq_length) or 0)
     except redis.ResponseError:
         pass
-    snap.dlq_by = dlq_tally.tally(client, keys)
+    try:
+        snap.dlq_by = dlq_tally.tally(client, keys)
+    except redis.RedisError as exc:  # e.g. a cluster refusing the script's keys: show, go on
+        snap.errors.append(f"dead letters by reason/type: {exc}")
 
 
 def _queues(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
