@@ -332,8 +332,8 @@ def _gpu(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot
         snap.offpeak_open = windows.is_open(now)
         nxt = windows.next_open(now)
         snap.offpeak_next = None if nxt is None else nxt.timestamp()
-        ends = [e for w in windows.windows if (e := w.current_end(now)) is not None]
-        snap.offpeak_end = max(ends).timestamp() if ends else None
+        end = _window_end(windows, now)
+        snap.offpeak_end = None if end is None else end.timestamp()
     except Exception as exc:  # module absent or a bad window spec: show, don't fail
         snap.errors.append(f"off-peak windows: {exc}")
     if not hasattr(keys, "gpu_held_order"):
@@ -351,3 +351,20 @@ def _gpu(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot
         parts = _s(k).split("|")
         if len(parts) == 3:
             snap.gpu_seconds[(parts[0], parts[1], parts[2])] = float(v)
+
+
+def _window_end(windows: Any, now: datetime) -> datetime | None:
+    """When the open off-peak time ends: windows that follow each other without a gap
+    (``00:00-24:00``, or ``22:00-24:00`` then ``00:00-06:00``) count as one, so an
+    all-day window never "closes within 30 minutes" at 23:40."""
+    end: datetime | None = None
+    at = now
+    for _ in range(8):  # open for more than a week: far enough
+        ends = [e for w in windows.windows if (e := w.current_end(at)) is not None]
+        if not ends:
+            return end
+        end = max(ends)
+        if not windows.is_open(end):
+            return end
+        at = end
+    return end

@@ -167,3 +167,19 @@ def test_failures_since_the_last_success_are_counted_between_scrapes(
     for i in range(3):
         stats.finished("probe", f"g{i}", now, ok=False, now=now)
         assert streak() == i + 1
+
+
+def test_back_to_back_off_peak_windows_do_not_close_at_midnight(settings: MeshSettings,
+                                                                 r: redis.Redis) -> None:
+    from datetime import UTC, datetime
+
+    from monitoring.snapshot import take
+
+    s = MeshSettings.load(settings.to_env() | {"MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'})
+    late = datetime(2026, 12, 1, 23, 50, tzinfo=UTC).timestamp()
+    snap = take(r, s, [], now=late)
+    assert snap.offpeak_open is True
+    assert snap.offpeak_end is not None and snap.offpeak_end - late > 86_400, "not 10 min away"
+    # A window with a real end still ends then.
+    s2 = MeshSettings.load(settings.to_env() | {"MESH_GPU_OFFPEAK_WINDOWS": '["22:00-24:00 UTC"]'})
+    assert take(r, s2, [], now=late).offpeak_end == late + 600

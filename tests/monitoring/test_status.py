@@ -25,7 +25,7 @@ from tests.support.procs import ROOT, child_env, start, wait_for
 from workers.runstats import RunStats
 
 PROBE = {"MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]',
-         "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-23:59 UTC"]'}
+         "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'}  # open all day: never closing
 
 
 def _settings(settings: MeshSettings, **env: str) -> MeshSettings:
