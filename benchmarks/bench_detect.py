@@ -142,9 +142,9 @@ def _firing(prom: str) -> list[dict[str, Any]]:
 
 
 def _warm_up(mesh: Mesh, prom: str) -> None:
-    from workers.runstats import RunStats
+    from mesh.runs import RunLedger
 
-    stats = RunStats(make_client(mesh.settings.redis), mesh.keys)
+    stats = RunLedger(make_client(mesh.settings.redis), mesh.keys)
     wanted = {"detect-fresh", "detect-failing", "detect-gpu", "detect-bulk"}
     wait_for(lambda: wanted <= set(stats.last_success()), 180, 1, "every probe workflow to succeed")
 
@@ -185,11 +185,11 @@ def _kill(name: str) -> Inject:
 
 
 def _stop_fresh(mesh: Mesh) -> float:
-    from workers.runstats import RunStats
+    from mesh.runs import RunLedger
 
     mesh.targets.discard("fresh")
     time.sleep(EVENT_EVERY_S * 2)  # the last runs in flight finish
-    return RunStats(make_client(mesh.settings.redis), mesh.keys).last_success()["detect-fresh"] \
+    return RunLedger(make_client(mesh.settings.redis), mesh.keys).last_success()["detect-fresh"] \
         + FRESH_SLA_S
 
 

@@ -5,6 +5,11 @@ lower it); ``accounted`` is the sum of the recorded outcomes; ``in_flight`` is w
 the consumer group has not finished: pending (read, not acknowledged) plus lag (not
 read yet). A stream is consistent when ``published == accounted + in_flight``; it is
 settled when, in addition, nothing is in flight.
+
+Past the Celery hand-off, the run ledger (``mesh.runs``) is reconciled the same way:
+``started == succeeded + failed + cancelled + in flight``, and no run in flight may be
+past its re-drive deadline by more than two re-drive intervals (``overdue``: neither
+finished nor legitimately in flight - the re-driver is not running, or cannot send).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import redis
 
 from events.outcomes import by_type, totals
 from mesh.keys import Keys
+from mesh.runs import OUTCOMES, RunLedger
 from mesh.settings import MeshSettings
 
 
@@ -76,6 +82,49 @@ def audit_stream(client: redis.Redis, keys: Keys, settings: MeshSettings, partit
     raw = client.hgetall(keys.outcomes(partition))
     counts = totals(raw)
     return StreamAudit(stream, published, sum(counts.values()), pending, lag, counts, by_type(raw))
+
+
+@dataclass(frozen=True)
+class RunAudit:
+    """The run ledger reconciled: every started run ended once, or is in flight."""
+
+    started: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    in_flight: int
+    overdue: int
+    redriven: int
+    oldest: list[dict[str, Any]]
+    """The runs in flight closest to (or past) their deadline: age, last finished step."""
+
+    @property
+    def consistent(self) -> bool:
+        return self.started == self.succeeded + self.failed + self.cancelled + self.in_flight
+
+    @property
+    def ok(self) -> bool:
+        return self.consistent and self.overdue == 0
+
+    @property
+    def settled(self) -> bool:
+        return self.consistent and self.in_flight == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(consistent=self.consistent, ok=self.ok, settled=self.settled)
+        return d
+
+
+def audit_runs(client: redis.Redis, settings: MeshSettings, *, limit: int = 20) -> RunAudit:
+    ledger = RunLedger(client, Keys(settings.redis.key_prefix), settings.runs)
+    counts = ledger.counts()
+    succeeded, failed, cancelled = (counts.get(o, 0) for o in OUTCOMES)
+    return RunAudit(
+        counts.get("started", 0), succeeded, failed, cancelled,
+        in_flight=ledger.in_flight_count(),
+        overdue=ledger.overdue_count(grace_s=2 * settings.runs.redrive_interval_s),
+        redriven=counts.get("redriven", 0), oldest=ledger.in_flight(limit))
 
 
 def audit(client: redis.Redis, settings: MeshSettings) -> list[StreamAudit]:

@@ -26,7 +26,12 @@ def utcnow() -> datetime:
 class Event(BaseModel):
     """Base of every typed event (the payload). Subclasses set the class variables."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1_000_000)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1_000_000,
+                              allow_inf_nan=False)
+    """``allow_inf_nan=False``: ``Infinity``, ``NaN`` and numbers that overflow to
+    infinity are refused (a score of ``inf`` is no data). The dispatcher also validates
+    payloads strictly (``events.wire.decode``): a ``"3"`` or ``true`` for an integer is
+    refused there, as the published JSON Schema says."""
 
     event_type: ClassVar[str]
     """Dotted type name on the wire, e.g. ``customer.updated``."""
@@ -39,6 +44,21 @@ class Event(BaseModel):
     def entity_key(self) -> str:
         """``<kind>:<id>``: the partitioning, ordering and coalescing key."""
         return f"{self.entity_kind}:{getattr(self, self.entity_field)}"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that names its ``event_type`` joins the default catalog, so a
+        team's event types need no registration call (the dispatcher decodes them)."""
+        super().__init_subclass__(**kwargs)
+        if "event_type" in cls.__dict__ and not cls.__name__.startswith("_"):
+            _defined.append(cls)
+            for hook in _on_define:
+                hook(cls)
+
+
+_defined: list[type[Event]] = []
+"""Event types defined so far (``events.catalog`` registers them, and later ones through
+``_on_define``)."""
+_on_define: list[Any] = []
 
 
 class Envelope(BaseModel):

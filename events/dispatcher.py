@@ -32,16 +32,21 @@ from events.catalog import CATALOG, EventCatalog
 from events.coalesce import CoalesceStore
 from events.dlq import DeadLetters
 from events.firing import SlotFirer, entry_ms
-from events.routing import Route, Router, StartRequest, WorkflowStarter
-from events.wire import decode, original_fields
+from events.routing import Route, Router, RunResender, StartRequest, WorkflowStarter
+from events.wire import REPEATED, decode, original_fields
 from mesh.errors import InvalidEvent, PayloadTooLarge, TransientError, UnknownEventType
 from mesh.keys import Keys
+from mesh.outage import OutageLog
+from mesh.runs import Overdue, RunLedger, redrive_overdue
 from mesh.settings import MeshSettings
 from monitoring import metrics
 
 log = logging.getLogger("mesh.dispatcher")
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+PRUNE_EVERY_S = 60.0
+PRUNE_INACTIVE_S = 600.0
+"""A consumer that has not read for this long, and holds nothing, is a dead dispatcher."""
 
 
 @dataclass
@@ -66,6 +71,9 @@ class Entry:
     @property
     def text_fields(self) -> dict[str, str]:
         return original_fields(self.fields)
+
+    resume_of: str = ""
+    """The failed run a granted replay resumes."""
 
     @property
     def attempt(self) -> str:
@@ -99,6 +107,12 @@ class Dispatcher:
         self.dlq = DeadLetters(client, keys, settings.streams)
         self.coalesce = CoalesceStore(client, keys)
         self.firer = SlotFirer(client, settings, keys, starter, self.dlq, self.coalesce, catalog)
+        self.ledger = RunLedger(client, keys, settings.runs)
+        for command in ("XREADGROUP", "XAUTOCLAIM"):  # see events.wire.REPEATED
+            client.set_response_callback(command, _entries_keeping_repeats(command))
+        self.resender: RunResender | None = starter if hasattr(starter, "resend") else None  # type: ignore[assignment]
+        self._next_redrive = 0.0
+        self._next_prune = 0.0
         self.partitions = settings.streams.partitions
         self.streams = {keys.stream(p): p for p in range(self.partitions)}
         self.max_bytes = settings.streams.max_payload_bytes
@@ -136,6 +150,7 @@ class Dispatcher:
         backoff = 0.1
         idle_since = time.monotonic()
         ready = False
+        outage = OutageLog(log, "dispatcher: Redis")  # one line per change of state
         while not self._stop:
             try:
                 if not ready:
@@ -143,12 +158,13 @@ class Dispatcher:
                     ready = True
                 n = self.step()
                 backoff = 0.1
+                outage.ok()
                 if n:
                     idle_since = time.monotonic()
                 elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
             except (*REDIS_ERRORS, TransientError) as exc:
-                log.warning("dispatcher: %s; retrying in %.1fs", _describe(exc), backoff)
+                outage.failed(_describe(exc), backoff)
                 ready = False
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.redis.retry_max_backoff_s)
@@ -194,7 +210,64 @@ class Dispatcher:
         if time.monotonic() >= self._next_flush:
             self._next_flush = time.monotonic() + self.d.coalesce_tick_ms / 1000
             self.flush_coalesced()
+        if time.monotonic() >= self._next_redrive:
+            self._next_redrive = time.monotonic() + self.settings.runs.redrive_interval_s
+            self.redrive()
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            self.prune_consumers()
         return n
+
+    def prune_consumers(self, inactive_s: float | None = None) -> int:
+        """Remove from the group the consumers of dead dispatchers: those that hold no
+        pending entry and have not read for ``PRUNE_INACTIVE_S`` (a live dispatcher
+        reads every ``block_ms``). Their pending entries, if they had any, were
+        reclaimed first (XAUTOCLAIM), so nothing is dropped. Returns how many."""
+        limit_ms = (PRUNE_INACTIVE_S if inactive_s is None else inactive_s) * 1000
+        removed = 0
+        for stream in self.streams:
+            try:
+                rows: Any = self.r.xinfo_consumers(stream, self.d.group)
+            except redis.ResponseError:
+                continue
+            for c in rows:
+                name = _s(c.get("name", c.get(b"name", b"")))
+                idle_ms = c.get("idle", c.get(b"idle", 0))  # since its last read attempt
+                pending = int(c.get("pending", c.get(b"pending", 0)) or 0)
+                if name == self.consumer or pending or int(idle_ms or 0) < limit_ms:
+                    continue
+                if int(cast(Any, self.r.xgroup_delconsumer(stream, self.d.group, name)) or 0) == 0:
+                    removed += 1
+                    log.info("removed consumer %s of a dispatcher gone for %.0f min", name,
+                             int(idle_ms) / 60_000)
+        return removed
+
+    # -- the run ledger's re-driver ----------------------------------------------------
+    def redrive(self) -> tuple[int, int]:
+        """Re-send runs that made no progress by their deadline (every dispatcher does
+        this; each overdue run is claimed by one). Returns (re-sent, given up)."""
+        if self.resender is None:
+            return 0, 0
+        sent, failed = redrive_overdue(self.ledger, self.resender.resend, self._give_up,
+                                       now=self.clock())
+        return sent, failed
+
+    def _give_up(self, od: Overdue, reason: str) -> None:
+        """A run re-driven ``runs.redrive_max`` times without progress: its event is
+        dead-lettered (``stuck``), naming the step, ready to be replayed after a fix."""
+        import json
+
+        try:
+            fields = json.loads(od.record.get("fields", "{}"))
+        except ValueError:
+            fields = {}
+        workflow = od.record.get("workflow", "")
+        dlq_id = self.dlq.add("stuck", reason, fields if isinstance(fields, dict) else {},
+                              source="dispatcher", workflow=workflow, run_id=od.run_id,
+                              step=od.first_unfinished)
+        self.ledger.dead_lettered(od.run_id, dlq_id)
+        metrics.workflow_run(workflow or "none", "failed")
+        log.error("%s", reason)
 
     # -- crash recovery ----------------------------------------------------------------
     def reclaim(self) -> int:
@@ -277,7 +350,8 @@ class Dispatcher:
                          f"(dispatcher.max_deliveries={self.d.max_deliveries})")
                 continue
             try:
-                e.env = decode(e.fields, self.max_bytes, self.catalog)
+                e.env = decode(e.fields, self.max_bytes, self.catalog,
+                               max_future_s=self.settings.streams.max_future_s)
             except InvalidEvent as exc:
                 e.dlq = (reason_code(exc), str(exc))
                 continue
@@ -286,9 +360,8 @@ class Dispatcher:
             except Exception as exc:  # a workflow's filter raised: that event's problem
                 e.dlq = ("route_failed", f"routing raised {type(exc).__name__}: {exc}"[:500])
                 continue
-            only = e.fields.get(b"route")
-            if only:  # a replay of one workflow's failure re-runs that workflow only
-                e.routes = [r for r in e.routes if r.workflow.encode() == only]
+            if (b"replay" in e.fields or b"route" in e.fields) and not self._granted(e):
+                continue
             live.append(e)
         requests, holders = self._decide(live)
         if requests:
@@ -298,6 +371,22 @@ class Dispatcher:
                     e.dlq = ("build_failed", err)
                     e.failed_workflow = req.workflow
         self._record(entries, requests, holders)
+
+    def _granted(self, e: Entry) -> bool:
+        """``replay``/``route`` are honoured only on an entry that ``mesh dlq replay``
+        wrote (its grant exists): a producer cannot bypass dedupe or drop an event by
+        setting them. A granted replay of one workflow's failure re-runs that workflow
+        only, resuming the failed run."""
+        grant = self.dlq.grant(e.attempt) if e.attempt else None
+        if grant is None:
+            e.dlq = ("invalid", "fields replay/route are set only by `mesh dlq replay` "
+                     "(no replay grant for this entry); producers must leave them out")
+            return False
+        only = grant.get("route", "")
+        if only:
+            e.routes = [r for r in e.routes if r.workflow == only]
+        e.resume_of = grant.get("resume_of", "")
+        return True
 
     def _decide(self, live: list[Entry]) -> tuple[list[tuple[Entry, StartRequest]], list[Entry]]:
         """Dedupe and plan the runs of the valid entries (one pipeline round trip)."""
@@ -315,7 +404,8 @@ class Dispatcher:
                     continue
                 run_id = self.starter.run_id(route.workflow, e.env, e.attempt)
                 pipe.exists(self.keys.run_marker(e.partition, run_id))
-                plan.append((route, StartRequest(route.workflow, e.env, run_id, 1, e.text_fields)))
+                plan.append((route, StartRequest(route.workflow, e.env, run_id, 1, e.text_fields,
+                                                 e.resume_of)))
             planned.append(plan)
         answers = iter(pipe.execute() if live else [])
         requests: list[tuple[Entry, StartRequest]] = []
@@ -395,6 +485,44 @@ class Dispatcher:
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _fields(flat: list[Any] | None) -> dict[bytes, bytes] | None:
+    """A stream entry's flat field list as a dict that, unlike redis-py's, notes a field
+    repeated with a different value (``events.wire.REPEATED``) instead of keeping one."""
+    if flat is None:
+        return None
+    out: dict[bytes, bytes] = {}
+    for i in range(0, len(flat) - 1, 2):
+        k, v = flat[i], flat[i + 1]
+        if k in out and out[k] != v:
+            out.setdefault(REPEATED, k)
+        out[k] = v
+    return out
+
+
+def _entries_keeping_repeats(command: str) -> Callable[..., Any]:
+    """Response parser of XREADGROUP / XAUTOCLAIM built on ``_fields``, giving the
+    legacy RESP2 shapes (what redis-py gives by default) from either wire protocol."""
+
+    def entries(rows: list[Any] | None) -> list[Any] | None:
+        if rows is None:
+            return None
+        return [(r[0], _fields(r[1])) if r is not None else (None, None) for r in rows]
+
+    def xreadgroup(response: Any, **_: Any) -> Any:
+        if not response:
+            return []
+        items = response.items() if isinstance(response, dict) else response  # RESP3 / RESP2 wire
+        return [[stream, entries(rows)] for stream, rows in items]
+
+    def xautoclaim(response: Any, **options: Any) -> Any:
+        if options.get("parse_justid", False):
+            return response[1]
+        response[1] = entries(response[1])
+        return response
+
+    return xreadgroup if command == "XREADGROUP" else xautoclaim
 
 
 def _describe(exc: BaseException) -> str:

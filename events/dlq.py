@@ -18,6 +18,9 @@ deliveries   how many times the dispatcher had read it
 error        the last error (workflow failures), truncated
 workflow     the one workflow that failed (``workflow_failed``, ``build_failed``), else
              empty; a replay then re-runs only that workflow
+run_id       the failed run (``workflow_failed``, ``stuck``): a replay resumes it at the
+             failed step (steps that succeeded are not run again) unless ``--from-start``
+step         the step the run failed or got stuck at
 at_ms        when it was dead-lettered (Unix ms)
 fields       the original wire fields, one JSON object of strings
 ===========  ===========================================================================
@@ -26,7 +29,11 @@ Replay re-appends the original fields (plus ``replay=<dlq id>``, so that dedupe 
 run ids treat it as a new attempt, not a duplicate, and ``route=<workflow>`` when the
 dead letter names the one workflow that failed) to the partition stream of its
 entity key, and deletes the DLQ entry, in one Lua script (atomic: a concurrent
-second replay of the same id finds nothing to replay).
+second replay of the same id finds nothing to replay). The same script writes the
+replay *grant* (``keys.replay_grant``): the dispatcher honours ``replay``/``route``
+fields only when the grant of that dead letter exists, so a producer cannot forge a
+replay (to bypass dedupe) or a route (to drop an event). The grant says which failed
+run to resume.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any, cast
 
 import redis
 
+from mesh import redact
 from mesh.keys import Keys, partition_of
 from mesh.redis_conn import translate_errors
 from mesh.settings import StreamSettings
@@ -47,15 +55,19 @@ from mesh.settings import StreamSettings
 MAX_REASON_CHARS = 2000
 MAX_ERROR_CHARS = 4000
 
-# KEYS: dlq, target stream, dlq outcomes. ARGV: dlq id, maxlen, field, value, ...
+# KEYS: dlq, target stream, dlq outcomes, replay grant.
+# ARGV: dlq id, maxlen, grant value, grant ttl (s), field, value, ...
 _REPLAY_LUA = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
 local fv = {}
-for i = 3, #ARGV do fv[#fv + 1] = ARGV[i] end
+for i = 5, #ARGV do fv[#fv + 1] = ARGV[i] end
+redis.call('SET', KEYS[4], ARGV[3], 'EX', tonumber(ARGV[4]))
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fv))
 redis.call('HINCRBY', KEYS[3], 'replayed', 1)
 return id
 """
+GRANT_TTL_S = 7 * 86_400
+"""How long a replayed entry may wait in its stream before its grant expires."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,13 @@ class DeadLetter:
     at_ms: int
     fields: dict[str, str]
     workflow: str = ""
+    run_id: str = ""
+    step: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "reason_code": self.reason_code, "reason": self.reason,
+            "run_id": self.run_id, "step": self.step,
             "source": self.source, "type": self.type, "stream": self.stream,
             "entry_id": self.entry_id, "deliveries": self.deliveries, "error": self.error,
             "at_ms": self.at_ms, "fields": self.fields, "workflow": self.workflow,
@@ -110,20 +125,26 @@ class DeadLetters:
     def entry(self, reason_code: str, reason: str, fields: Mapping[str, str], *, source: str,
               stream: str | None = None, entry_id: str | None = None,
               deliveries: int | None = None, error: str | None = None,
-              workflow: str | None = None) -> dict[str, str]:
+              workflow: str | None = None, run_id: str = "", step: str = "") -> dict[str, str]:
         """The DLQ stream fields for one dead letter (used by ``add`` and by the
-        dispatcher, which queues them on its own MULTI with the XACK)."""
+        dispatcher, which queues them on its own MULTI with the XACK).
+
+        ``reason`` and ``error`` pass the redaction point (``mesh.redact``): an error may
+        quote a provider's body that echoes a key. ``fields`` are kept as published:
+        replay must re-send exactly what the producer sent."""
         return {
             "reason_code": reason_code[:64],
-            "reason": reason[:MAX_REASON_CHARS],
+            "reason": redact.text(reason)[:MAX_REASON_CHARS],
             "source": source[:128],
             "type": str(fields.get("type", ""))[:128],
             "stream": stream or "",
             "entry_id": entry_id or "",
             "deliveries": "" if deliveries is None else str(deliveries),
-            "error": (error or "")[:MAX_ERROR_CHARS],
+            "error": redact.text(error or "")[:MAX_ERROR_CHARS],
             "at_ms": str(int(time.time() * 1000)),
             "workflow": (workflow or "")[:128],
+            "run_id": run_id[:64],
+            "step": step[:128],
             "fields": json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":")),
         }
 
@@ -135,7 +156,7 @@ class DeadLetters:
     def add(self, reason_code: str, reason: str, fields: Mapping[str, str], *, source: str,
             stream: str | None = None, entry_id: str | None = None,
             deliveries: int | None = None, error: str | None = None,
-            workflow: str | None = None) -> str:
+            workflow: str | None = None, run_id: str = "", step: str = "") -> str:
         """Dead-letter one event; returns the DLQ entry id.
 
         ``fields`` are the event's original wire fields (``events.wire``), so that it
@@ -144,7 +165,7 @@ class DeadLetters:
         """
         data = self.entry(reason_code, reason, fields, source=source, stream=stream,
                           entry_id=entry_id, deliveries=deliveries, error=error,
-                          workflow=workflow)
+                          workflow=workflow, run_id=run_id, step=step)
         with translate_errors("dead-letter"):
             new_id: Any = self._r.xadd(self._keys.dlq, data,  # type: ignore[arg-type]
                                   maxlen=self._streams.dlq_maxlen_approx, approximate=True)
@@ -183,10 +204,11 @@ class DeadLetters:
 
     # -- replay ----------------------------------------------------------------------
     def replay(self, ids: Sequence[str] | None = None, *, type_name: str | None = None,
-               all_: bool = False) -> ReplayResult:
+               all_: bool = False, from_start: bool = False) -> ReplayResult:
         """Re-append dead-lettered events to their partition streams and remove them
         from the dead-letter stream (atomically per entry). Select by ``ids``, by
-        ``type_name``, or ``all_``; exactly one of them."""
+        ``type_name``, or ``all_``; exactly one of them. A failed run is resumed at
+        its failed step (its succeeded steps are not run again) unless ``from_start``."""
         chosen = sum(x for x in (ids is not None, type_name is not None, all_))
         if chosen != 1:
             raise ValueError("give exactly one of ids, type_name or all_")
@@ -202,7 +224,7 @@ class DeadLetters:
         else:
             targets = self._select(type_name)
         for dl in targets:
-            new_id = self._replay_one(dl)
+            new_id = self._replay_one(dl, from_start)
             if new_id is None:
                 result.missing.append(dl.id)
             else:
@@ -232,18 +254,33 @@ class DeadLetters:
         valid = {self._keys.stream(p) for p in range(self._streams.partitions)}
         return dl.stream if dl.stream in valid else self._keys.stream(0)
 
-    def _replay_one(self, dl: DeadLetter) -> str | None:
+    def _replay_one(self, dl: DeadLetter, from_start: bool) -> str | None:
         fields = {k: v for k, v in dl.fields.items() if k not in ("replay", "route")}
         fields["replay"] = dl.id
         if dl.workflow:
             fields["route"] = dl.workflow
-        argv: list[str | int] = [dl.id, self._streams.maxlen_approx]
+        grant = json.dumps({"route": dl.workflow,
+                            "resume_of": "" if from_start else dl.run_id})
+        argv: list[str | int] = [dl.id, self._streams.maxlen_approx, grant, GRANT_TTL_S]
         for k, v in fields.items():
             argv += [k, v]
         with translate_errors("dlq replay"):
             new_id = self._replay(keys=[self._keys.dlq, self.target_stream(dl),
-                                        self._keys.dlq_outcomes], args=argv)
+                                        self._keys.dlq_outcomes, self._keys.replay_grant(dl.id)],
+                                  args=argv)
         return None if new_id is None else _s(new_id)
+
+    def grant(self, dlq_id: str) -> dict[str, str] | None:
+        """The replay grant of a dead letter (written by ``replay``), or None."""
+        with translate_errors("replay grant"):
+            raw: Any = self._r.get(self._keys.replay_grant(dlq_id))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
 
     def replayed_total(self) -> int:
         with translate_errors("dlq stats"):
@@ -271,5 +308,5 @@ def _parse(rid: str, raw: Mapping[bytes | str, bytes | str]) -> DeadLetter:
         deliveries=int(deliveries) if deliveries.isdigit() else None,
         error=f.get("error", ""), at_ms=int(f.get("at_ms", "0") or 0),
         fields={str(k): str(v) for k, v in fields.items()},
-        workflow=f.get("workflow", ""),
+        workflow=f.get("workflow", ""), run_id=f.get("run_id", ""), step=f.get("step", ""),
     )

@@ -47,6 +47,9 @@ class StartRequest:
     fields: dict[str, str] | None = None
     """The event's wire fields, so that a run that finally fails can be dead-lettered
     (and replayed) as the very event that started it."""
+    resume_of: str = ""
+    """A failed run this one resumes (a dead-letter replay): its succeeded steps are
+    not run again."""
 
 
 class Router(Protocol):
@@ -65,4 +68,10 @@ class WorkflowStarter(Protocol):
         """Start the runs; returns, per request, None or why it could not be built
         (a permanent problem of that one event). Raises ``BrokerUnavailable`` when
         the broker cannot be reached (then nothing is acknowledged and all is retried)."""
+        ...
+
+
+class RunResender(Protocol):
+    def resend(self, run_id: str, canvas: str) -> None:
+        """Hand a run's recorded canvas (JSON) to the broker again (the re-driver)."""
         ...

@@ -16,6 +16,14 @@ replay     optional, set only by ``mesh dlq replay``: the dead-letter entry id t
 route      optional, set only by ``mesh dlq replay``: start only this workflow
 =========  ======================================================================
 
+Validation is strict, so that the runtime accepts exactly what ``mesh events schema``
+publishes: an integer field refuses ``"3"`` and ``true``; ``Infinity``, ``NaN`` and
+numbers that overflow to infinity are refused; a JSON object with a key repeated with
+a different value, and a stream entry with a field repeated with a different value, are
+refused (which one would win depends on the parser); a ``ts`` further in the future
+than ``streams.max_future_s`` is refused (it would pin "latest" state forever).
+``replay``/``route`` are honoured only with a replay grant (``events.dlq``).
+
 The stream of an event is ``{<prefix>:p<N>}:events`` with ``N = crc32(key) % partitions``
 (``{mesh:p0}:events`` with the defaults). Any language can publish with ``XADD``; see
 README.md. Nothing here is pickled or otherwise code-executing.
@@ -23,8 +31,11 @@ README.md. Nothing here is pickled or otherwise code-executing.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -34,6 +45,9 @@ from mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
 
 FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay", "route")
 REQUIRED = ("id", "type", "v", "ts", "payload")
+REPEATED = b"\x00repeated"
+"""Marker field set by the dispatcher's stream parser when an entry repeats a field
+with different values (Redis streams allow it; a dict keeps only one)."""
 
 
 def encode(env: Envelope, max_bytes: int) -> dict[str, str]:
@@ -70,12 +84,17 @@ def _text(fields: Mapping[bytes, bytes], name: str) -> str | None:
 
 
 def decode(
-    fields: Mapping[bytes, bytes], max_bytes: int, catalog: EventCatalog = CATALOG
+    fields: Mapping[bytes, bytes], max_bytes: int, catalog: EventCatalog = CATALOG,
+    *, max_future_s: float | None = None, now: datetime | None = None,
 ) -> Envelope:
     """Validate a raw stream entry and build its envelope.
 
     Raises InvalidEvent (or a subclass) whose message names the offending field.
     """
+    if REPEATED in fields:
+        name = fields[REPEATED].decode("utf-8", "replace")[:64]
+        raise InvalidEvent(f"field {name!r} is repeated in the entry with different values",
+                           field=name)
     size = sum(len(k) + len(v) for k, v in fields.items())
     if size > max_bytes + 2048:
         raise PayloadTooLarge(f"entry is {size} bytes, the limit is {max_bytes}", field="payload")
@@ -104,8 +123,9 @@ def decode(
         raise PayloadTooLarge(
             f"payload is {len(payload_raw)} bytes, the limit is {max_bytes}", field="payload"
         )
+    _check_json(payload_raw)
     try:
-        payload = cls.model_validate_json(payload_raw)
+        payload = cls.model_validate_json(payload_raw, strict=True)
     except ValidationError as exc:
         raise InvalidEvent(_payload_error(type_name, exc), field=_first_loc(exc)) from None
     entity_key = payload.entity_key()
@@ -121,6 +141,11 @@ def decode(
         raise InvalidEvent(f"field 'ts' is not an ISO 8601 time: {ts_text[:64]!r}", field="ts") from None
     if occurred_at.tzinfo is None:
         raise InvalidEvent("field 'ts' has no time zone", field="ts")
+    if max_future_s is not None:
+        limit = (now or datetime.now(UTC)) + timedelta(seconds=max_future_s)
+        if occurred_at > limit:
+            raise InvalidEvent(f"field 'ts' is {ts_text[:40]!r}, more than {max_future_s:g} s in "
+                               "the future (streams.max_future_s)", field="ts")
     event_id = _text(fields, "id") or ""
     try:
         return Envelope(
@@ -135,6 +160,34 @@ def decode(
         )
     except ValidationError as exc:
         raise InvalidEvent(_payload_error(type_name, exc, prefix=""), field=_first_loc(exc)) from None
+
+
+def _check_json(raw: bytes) -> None:
+    """Refuse what a JSON parser may read differently from the next one: repeated keys
+    with different values, ``Infinity``/``NaN``, numbers that overflow to infinity."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out and out[k] != v:
+                raise InvalidEvent(f"payload.{k[:64]}: the key is repeated with different values",
+                                   field=f"payload.{k[:64]}")
+            out[k] = v
+        return out
+
+    def constant(name: str) -> Any:
+        raise InvalidEvent(f"payload: {name} is not a number JSON allows", field="payload")
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise InvalidEvent(f"payload: {text[:32]} overflows to infinity", field="payload")
+        return value
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs, parse_constant=constant, parse_float=number)
+    except (ValueError, RecursionError):
+        return  # not JSON at all: pydantic names the problem
 
 
 def _first_loc(exc: ValidationError) -> str:

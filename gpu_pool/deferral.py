@@ -110,6 +110,39 @@ class HeldStatus:
     released: dict[str, int]
 
 
+@dataclass(frozen=True)
+class HoldDecision:
+    held: bool
+    reason: str
+    release_at: float | None = None
+    """Epoch seconds at which a held item is released early for its deadline (None:
+    it waits for the window)."""
+
+
+def hold_decision(res: Resource | None, gpu: GpuSettings, windows: Windows, now: datetime,
+                  deadline: datetime | None = None) -> HoldDecision:
+    """Whether work of resource ``res`` submitted at ``now`` is held, and until when.
+
+    Pure (no Redis): ``Deferral.submit`` acts on it, and the cost simulator
+    (``gpu_pool.sim``) calls the same function, so the simulated deferral is this one.
+    """
+    if res is not Resource.GPU_BULK:
+        return HoldDecision(False, f"{res or 'unknown'} work is never held")
+    if not gpu.deferral_enabled:
+        return HoldDecision(False, "deferral disabled")
+    if not windows or windows.is_open(now):
+        return HoldDecision(False, "window open")
+    if deadline is None:
+        return HoldDecision(True, "held for window")
+    release_at = deadline.timestamp() - gpu.deadline_lead_s
+    nxt = windows.next_open(now)
+    if nxt is not None and nxt.timestamp() <= release_at:
+        return HoldDecision(True, "held for window")  # the window comes first
+    if release_at <= now.timestamp():
+        return HoldDecision(False, "deadline before next window")
+    return HoldDecision(True, "held; released early for its deadline", release_at)
+
+
 class Deferral:
     def __init__(self, client: redis.Redis, keys: Keys, gpu: GpuSettings, sender: Sender,
                  windows: Windows | None = None) -> None:
@@ -135,35 +168,20 @@ class Deferral:
         """Send ``sig`` now or hold it for the next window (see the module docstring)."""
         res = resource or sig_resource(sig)
         item_id = str((sig.get("options") or {}).get("task_id") or uuid.uuid4())
-        if res is not Resource.GPU_BULK:
+        d = hold_decision(res, self.gpu, self.windows, now, deadline)
+        if not d.held:
             self.sender.send([sig], deferred=False)
-            return Submitted(item_id, False, f"{res or 'unknown'} work is never held")
-        if not self.gpu.deferral_enabled:
-            self.sender.send([sig], deferred=False)
-            return Submitted(item_id, False, "deferral disabled")
-        if not self.windows or self.windows.is_open(now):
-            self.sender.send([sig], deferred=False)
-            return Submitted(item_id, False, "window open")
-        release_at = None
-        if deadline is not None:
-            release_at = deadline.timestamp() - self.gpu.deadline_lead_s
-            nxt = self.windows.next_open(now)
-            if nxt is not None and nxt.timestamp() <= release_at:
-                release_at = None  # the window comes first: no early release needed
-            elif release_at <= now.timestamp():
-                self.sender.send([sig], deferred=False)
-                return Submitted(item_id, False, "deadline before next window")
+            return Submitted(item_id, False, d.reason)
         record = json.dumps({"sig": sig, "submitted_at": now.timestamp(),
                              "deadline": deadline.timestamp() if deadline else None})
         with translate_errors("hold GPU work"):
             pipe = self.r.pipeline(transaction=True)
             pipe.hset(self.keys.gpu_held_items(), item_id, record)
             pipe.zadd(self.keys.gpu_held_order(), {item_id: now.timestamp()}, nx=True)
-            if release_at is not None:
-                pipe.zadd(self.keys.gpu_held_due(), {item_id: release_at})
+            if d.release_at is not None:
+                pipe.zadd(self.keys.gpu_held_due(), {item_id: d.release_at})
             pipe.execute()
-        return Submitted(item_id, True, "held for window" if release_at is None
-                         else "held; released early for its deadline")
+        return Submitted(item_id, True, d.reason)
 
     # -- release ---------------------------------------------------------------------
     def release_due(self, now: datetime, *, limit: int | None = None) -> int:
@@ -255,14 +273,17 @@ def run_releaser(deferral: Deferral, *, clock: Clock = utcnow,
     Redis blip, and the held set stays put until a tick succeeds.
     """
     from mesh.errors import TransientError
+    from mesh.outage import OutageLog
 
+    outage = OutageLog(log, "releaser: Redis")
     interval = interval_s if interval_s is not None else deferral.gpu.release_interval_s
     total = ticks = 0
     while not (stop and stop.is_set()) and (max_ticks is None or ticks < max_ticks):
         try:
             total += deferral.release_due(clock())
+            outage.ok()
         except TransientError as exc:
-            log.warning("releaser tick failed (%s); retrying in %.0fs", exc, interval)
+            outage.failed(exc, interval)  # logged once per change of state
         ticks += 1
         if max_ticks is not None and ticks >= max_ticks:
             break

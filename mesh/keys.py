@@ -99,6 +99,48 @@ class Keys:
         """Hash: worker host -> unix time its busy count last changed."""
         return f"{self.gpu_tag()}:busy:seen"
 
+    # -- the run ledger (one hash tag: its Lua scripts touch several of these keys) ----
+    def runs_tag(self) -> str:
+        return f"{{{self.prefix}:runs}}"
+
+    def run(self, run_id: str) -> str:
+        """Hash: one run's record (state, workflow, steps, canvas while in flight...)."""
+        return f"{self.runs_tag()}:run:{run_id}"
+
+    def run_memo(self, run_id: str) -> str:
+        """Hash: step -> JSON result of each step of the run that succeeded."""
+        return f"{self.runs_tag()}:memo:{run_id}"
+
+    def run_failed_marker(self, run_id: str) -> str:
+        """Dead-lettered once: a failed run the ledger has no record of."""
+        return f"{self.runs_tag()}:failed:{run_id}"
+
+    def runs_inflight(self) -> str:
+        """Sorted set: run id -> deadline (Unix s) by which it must make progress."""
+        return f"{self.runs_tag()}:inflight"
+
+    def runs_counts(self) -> str:
+        """Hash: ``started|succeeded|failed|cancelled|redriven`` and
+        ``<workflow>|<outcome>`` -> count (what ``mesh audit`` reconciles)."""
+        return f"{self.runs_tag()}:counts"
+
+    def runs_stats(self, workflow: str) -> str:
+        """Hash: successes, failures, retries of one workflow."""
+        return f"{self.runs_tag()}:stats:{workflow}"
+
+    def runs_durations(self, workflow: str) -> str:
+        """List: the latest run durations (s) of one workflow, newest first."""
+        return f"{self.runs_tag()}:durations:{workflow}"
+
+    def runs_last_success(self) -> str:
+        """Hash: workflow -> Unix time of its last successful run (freshness)."""
+        return f"{self.runs_tag()}:last_success"
+
+    def replay_grant(self, dlq_id: str) -> str:
+        """Set by ``mesh dlq replay`` only: a stream entry may carry ``replay``/``route``
+        fields only when the grant of its dead letter exists (producers cannot forge it)."""
+        return f"{self.prefix}:replay:grant:{dlq_id}"
+
     def ns(self, *parts: str) -> str:
         """A key in the mesh's namespace for anything not listed above."""
         return ":".join((self.prefix, *parts))

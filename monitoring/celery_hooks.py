@@ -27,7 +27,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from mesh.errors import PermanentError, TransientError
+from mesh.errors import PermanentError, Throttled, TransientError
 from monitoring import metrics, multiproc, sentry
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def _serve_for_command(settings: Any) -> None:
             or _state.get("server") is not None):
         return
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
 
@@ -113,7 +114,18 @@ def run_identity(task_id: str | None, args: Any) -> dict[str, Any]:
     return out
 
 
-def _meta(args: Any, task_id: str | None = None) -> dict[str, Any]:
+def _meta(task: Any, args: Any) -> dict[str, Any]:
+    """The run's metadata: from the message headers the starter puts on every task of a
+    run (every step, chord members included), else found among the arguments
+    (``run_identity``: messages sent before headers existed, error callbacks)."""
+    request = getattr(task, "request", None)
+    task_id = getattr(request, "id", None)
+    headers = getattr(request, "headers", None) or {}
+    if headers.get("mesh_workflow"):
+        meta = {k[5:]: v for k, v in headers.items() if str(k).startswith("mesh_")}
+        if task_id and len(task_id) > 37 and task_id[36] == ":":
+            meta["run_id"], meta["step"] = task_id[:36], task_id[37:]
+        return meta
     return run_identity(task_id, args)
 
 
@@ -150,7 +162,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     settings = app.mesh_settings  # type: ignore[attr-defined]
     _on_process_init()
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
     stop = threading.Event()
@@ -207,7 +220,7 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     queue = _queue_of(task)
     _started[task_id] = time.monotonic()
     metrics.task_started(queue)
-    meta = _meta(args, task_id)
+    meta = _meta(task, args)
     sentry.task_scope(task.name, getattr(task, "mesh_kind", None), meta, args or ())
     try:
         rt = _runtime(app)
@@ -229,7 +242,7 @@ def _on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None
     outcome = {"SUCCESS": "succeeded", "RETRY": "retried"}.get(state or "", "failed")
     metrics.task_finished(task.name, _queue_of(task),
                           None if t0 is None else time.monotonic() - t0, outcome,
-                          _meta(args, task_id).get("workflow"))
+                          _meta(task, args).get("workflow"))
     try:
         rt = _runtime(app)
         rt.redis.hdel(running_key(rt.keys), task_id)
@@ -260,9 +273,12 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
     sentry.task_failed(getattr(sender, "mesh_kind", None))
 
 
-def _on_retry(sender: Any = None, **_: Any) -> None:
-    if _ours(sender) is not None:
-        metrics.task_retried(sender.name)
+def _on_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
+    if _ours(sender) is None:
+        return
+    if isinstance(getattr(reason, "exc", None), Throttled):
+        return  # waiting for budget, not a failure (mesh_ratelimit_throttled_total)
+    metrics.task_retried(sender.name)
 
 
 def _connect() -> None:

@@ -21,6 +21,9 @@ Celery queues / workers                         ``mesh_queue_length{queue}``,
                                                 ``mesh_tasks_running{queue}``,
                                                 ``mesh_task_running_max_age_seconds{task}``,
                                                 ``mesh_task_time_limit_seconds{task}``
+runs (the run ledger)                           ``mesh_runs_total{state}``, ``mesh_runs_in_flight``,
+                                                ``mesh_runs_overdue{workflow}``,
+                                                ``mesh_runs_redriven_total``
 workflows                                       ``mesh_workflow_last_success_timestamp_seconds``,
                                                 ``mesh_workflow_sla_seconds``,
                                                 ``mesh_workflow_registered_timestamp_seconds``,
@@ -36,6 +39,8 @@ GPU pool                                        ``mesh_gpu_held_items{queue}``,
                                                 ``mesh_gpu_offpeak_open``,
                                                 ``mesh_gpu_offpeak_next_start_timestamp_seconds``,
                                                 ``mesh_gpu_offpeak_end_timestamp_seconds``
+flow control                                    ``mesh_ratelimit_*``, ``mesh_concurrency_running``
+                                                (``monitoring.flow_collector``)
 exporter                                        ``mesh_exporter_up``,
                                                 ``mesh_exporter_scrape_duration_seconds``
 ==============================================  ===========================================
@@ -52,6 +57,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
+from mesh.outage import OutageLog
+from monitoring.flow_collector import flow_families
 from monitoring.snapshot import Snapshot, take
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,7 @@ class MeshCollector(Collector):
         self._client = client
         self._settings = settings
         self._workflows = workflows
+        self._outage = OutageLog(log, "Redis (exporter scrape)")
 
     def describe(self) -> list[Any]:
         return []  # no fixed description: collected at scrape time only
@@ -75,16 +83,18 @@ class MeshCollector(Collector):
         try:
             snap = take(self._client, self._settings, self._workflows())
         except Exception as exc:
-            log.warning("scrape failed: %s", exc)
+            self._outage.failed(exc)  # one line per change of state, not per scrape
             up.add_metric([], 0)
             yield up
             return
+        self._outage.ok()
         up.add_metric([], 1)
         yield up
         yield from _stream_families(snap)
         yield from _queue_families(snap, self._settings)
         yield from _workflow_families(snap)
         yield from _gpu_families(snap)
+        yield from flow_families(self._client, self._settings)
         d = GaugeMetricFamily("mesh_exporter_scrape_duration_seconds", "Time to read Redis.")
         d.add_metric([], time.monotonic() - t0)
         yield d
@@ -208,14 +218,33 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
     for name, n in sorted(stuck.items()):  # runs of workflows no longer registered
         overdue.add_metric([name], n)
     yield from (last, sla, reg, fin, retries, failing, streak, overdue)
+    yield from _run_families(snap)
     oldest = _gauge("mesh_result_oldest_timestamp_seconds",
                     "Write time of the stalest stored result of the kind.", ["kind"])
     count = _gauge("mesh_results", "Entities with a stored result of the kind.", ["kind"])
+    max_age = _gauge("mesh_result_max_age_seconds",
+                     "Age past which a stored result of the kind is stale (declared).", ["kind"])
     for kind, (n, ts) in sorted(snap.results.items()):
         count.add_metric([kind], n)
         if ts is not None:
             oldest.add_metric([kind], ts)
-    yield from (oldest, count)
+        max_age.add_metric([kind], snap.result_max_age.get(kind, 172_800))
+    yield from (oldest, count, max_age)
+
+
+def _run_families(snap: Snapshot) -> Iterator[Any]:
+    """The run ledger: runs by outcome, in flight, overdue (stuck) and re-driven."""
+    runs = CounterMetricFamily("mesh_runs", "Workflow runs recorded by the run ledger, by "
+                               "state reached (started, succeeded, failed, cancelled).",
+                               labels=["state"])
+    for state in ("started", "succeeded", "failed", "cancelled"):
+        runs.add_metric([state], snap.runs_counts.get(state, 0))
+    inflight = _gauge("mesh_runs_in_flight", "Runs started and not yet ended.")
+    inflight.add_metric([], snap.runs_in_flight)
+    redriven = CounterMetricFamily("mesh_runs_redriven", "Runs re-sent by the re-driver "
+                                   "(their messages were lost or their worker died).")
+    redriven.add_metric([], snap.runs_counts.get("redriven", 0))
+    yield from (runs, inflight, redriven)  # mesh_runs_overdue: _workflow_families
 
 
 def _gpu_families(snap: Snapshot) -> Iterator[Any]:

@@ -22,6 +22,7 @@ import redis
 
 from gpu_pool.routing import ALL_QUEUES
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring import dlq_tally, heartbeats
 from monitoring.celery_hooks import running_key, workers_key
@@ -84,16 +85,18 @@ class StuckRun:
     """Seconds past the deadline."""
 
 
-def stuck_runs(client: redis.Redis, keys: Keys, now: float) -> list[StuckRun]:
-    """Runs in flight past their re-drive deadline, from the run ledger.
-
-    TODO(lead, run ledger in mesh/runs.py): read the ledger's index of in-flight runs by
-    deadline (bounded, e.g. ZRANGEBYSCORE deadline <= now LIMIT 0 1000) and return them.
-    Until the ledger lands this returns [] and ``mesh status`` never says "stuck runs";
-    the exporter's ``mesh_runs_overdue{workflow}`` (``MeshRunsStuck``) is built from it.
-    """
-    del client, keys, now
-    return []
+def stuck_runs(client: redis.Redis, keys: Keys, now: float, grace_s: float = 0.0) -> list[StuckRun]:
+    """Runs in flight past their re-drive deadline by more than ``grace_s`` (the
+    re-driver had its chance), from the run ledger's in-flight index (bounded read)."""
+    rows: Any = client.zrangebyscore(keys.runs_inflight(), "-inf", now - grace_s, start=0,
+                                     num=OVERDUE_READ_MAX, withscores=True)
+    if not rows:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for rid, _ in rows:
+        pipe.hget(keys.run(_s(rid)), "workflow")
+    return [StuckRun(_s(rid), _s(wf) if wf else "none", round(now - float(deadline), 3))
+            for (rid, deadline), wf in zip(rows, pipe.execute(), strict=True)]
 
 
 @dataclass
@@ -125,6 +128,13 @@ class Snapshot:
     offpeak_next: float | None = None
     offpeak_end: float | None = None
     stuck: list[StuckRun] = field(default_factory=list)
+    result_max_age: dict[str, int] = field(default_factory=dict)
+    """Result kind -> age (s) past which a stored result is stale."""
+    runs_counts: dict[str, int] = field(default_factory=dict)
+    """The run ledger's counters: started, succeeded, failed, cancelled, redriven."""
+    runs_in_flight: int = 0
+    runs_overdue: dict[str, int] = field(default_factory=dict)
+    """Workflow -> runs in flight past their re-drive deadline (stuck)."""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -156,9 +166,11 @@ def take(client: redis.Redis, settings: MeshSettings, workflows: list[Any] | Non
     _queues(client, keys, snap)
     _workers(client, settings, keys, snap)
     _workflows(client, settings, keys, workflows or [], snap)
-    _results(client, keys, snap)
+    _runs(client, settings, keys, snap)
+    _results(client, keys, snap, result_kinds(workflows or []))
     _gpu(client, settings, keys, snap)
-    snap.stuck = stuck_runs(client, keys, snap.taken_at)
+    snap.stuck = stuck_runs(client, keys, snap.taken_at, 2 * settings.runs.redrive_interval_s)
+    snap.runs_overdue = dict(Counter(r.workflow for r in snap.stuck))
     return snap
 
 
@@ -268,7 +280,7 @@ def _workers(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snap
 
 def _workflows(client: redis.Redis, settings: MeshSettings, keys: Keys, workflows: list[Any],
                snap: Snapshot) -> None:
-    last = {_s(k): float(v) for k, v in client.hgetall(keys.ns("runs", "last_success")).items()}
+    last = {_s(k): float(v) for k, v in client.hgetall(keys.runs_last_success()).items()}
     reg_key = keys.ns("mon", "workflows", "registered")
     pipe = client.pipeline(transaction=False)
     for wf in workflows:
@@ -276,7 +288,7 @@ def _workflows(client: redis.Redis, settings: MeshSettings, keys: Keys, workflow
     pipe.hgetall(reg_key)
     registered = {_s(k): float(v) for k, v in pipe.execute()[-1].items()}
     for wf in workflows:
-        stats = {_s(k): int(v) for k, v in client.hgetall(keys.ns("runs", "stats", wf.name)).items()}
+        stats = {_s(k): int(v) for k, v in client.hgetall(keys.runs_stats(wf.name)).items()}
         snap.workflows.append(WorkflowInfo(
             wf.name, settings.workflows.sla_for(wf.name, int(wf.sla_s)), last.get(wf.name),
             stats.get("successes", 0), stats.get("failures", 0), stats.get("retries", 0),
@@ -314,8 +326,22 @@ def _failure_streaks(client: redis.Redis, keys: Keys, infos: list[WorkflowInfo])
         client.hset(key, mapping=changed)
 
 
-def _results(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
-    for kind in ("churn", "embedding", "content"):
+OVERDUE_READ_MAX = 1000
+"""Overdue runs read per snapshot to label them by workflow (bounded)."""
+
+
+def _runs(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot) -> None:
+    """The run ledger (``mesh.runs``): counters, runs in flight, overdue runs. A run is
+    counted overdue once past its deadline by two re-drive intervals (the re-driver
+    had its chance)."""
+    ledger = RunLedger(client, keys, settings.runs)
+    snap.runs_counts = ledger.counts()
+    snap.runs_in_flight = ledger.in_flight_count()
+
+
+def _results(client: redis.Redis, keys: Keys, snap: Snapshot, kinds: dict[str, int]) -> None:
+    snap.result_max_age = kinds
+    for kind in kinds:
         key = results_key(keys, kind)
         n = int(client.zcard(key))
         oldest = client.zrange(key, 0, 0, withscores=True)

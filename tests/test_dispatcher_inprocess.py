@@ -254,3 +254,18 @@ def test_a_replay_naming_a_workflow_reruns_only_that_workflow(settings: MeshSett
     # Then only probe-2 runs again, as a new run
     assert [req.workflow for req in starter.started[2:]] == ["probe-2"]
     assert starter.started[2].run_id != starter.started[1].run_id
+
+
+def test_consumers_of_dead_dispatchers_are_pruned_once_they_hold_nothing(setup, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    d, _starter, pub, keys = setup
+    stream = keys.stream(0)
+    pub.publish(_activity("p1"))
+    # "holder" read the entry and died with it pending; "ghost" read nothing and died
+    r.xreadgroup(d.d.group, "holder", {stream: ">"}, count=1)
+    r.xgroup_createconsumer(stream, d.d.group, "ghost")
+    _drain(d, 1)
+    time.sleep(0.3)
+    assert d.prune_consumers(inactive_s=0.2) == 1
+    names = {c["name"] for c in r.xinfo_consumers(stream, d.d.group)}
+    assert b"ghost" not in names and "ghost" not in names
+    assert {n.decode() if isinstance(n, bytes) else n for n in names} >= {"holder"}

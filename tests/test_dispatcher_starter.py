@@ -16,11 +16,10 @@ from events.base import Envelope
 from events.catalog import CustomerActivity
 from events.routing import StartRequest
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
 from workers.app import create_app
-from workers.kinds import FINISH_KWARG
-from workers.runstats import RunStats
 
 PROBES = '["tests.support.probe_tasks"]'
 APP = create_app(MeshSettings.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0",
@@ -34,9 +33,13 @@ def _starter(build) -> CeleryStarter:  # type: ignore[no-untyped-def]
     return CeleryStarter(APP, reg, fire_and_forget=False, batch_publish=False)
 
 
-def _canvas(build):  # type: ignore[no-untyped-def]
+def _prepare(build):  # type: ignore[no-untyped-def]
     st = _starter(build)
-    return st.canvas(StartRequest("w", ENV, st.run_id("w", ENV), 1, {"id": ENV.event_id}))
+    return st.prepare(StartRequest("w", ENV, st.run_id("w", ENV), 1, {"id": ENV.event_id}))
+
+
+def _canvas(build):  # type: ignore[no-untyped-def]
+    return _prepare(build)[0]
 
 
 def _errbacks(sig) -> list[str]:  # type: ignore[no-untyped-def]
@@ -49,13 +52,14 @@ def test_run_ids_are_deterministic_and_a_replay_is_a_new_attempt() -> None:
     assert st.run_id("w", ENV, "1-0") != st.run_id("w", ENV)
 
 
-def test_one_task_records_the_run_itself_and_gets_the_errback() -> None:
-    canvas = _canvas(lambda env, ctx: ctx.sig("mesh.probe.record", ctx.meta, {}))
+def test_one_task_is_the_runs_last_step_and_gets_the_errback() -> None:
+    canvas, record = _prepare(lambda env, ctx: ctx.sig("mesh.probe.record", ctx.meta, {}))
     assert type(canvas).__name__ == "Signature" and "link" not in canvas.options  # no 2nd task
-    finish = canvas.kwargs[FINISH_KWARG]
-    assert finish["meta"]["workflow_version"] == "3" and finish["started_at"] > 0
+    assert record.last == "record" and [s.step for s in record.steps] == ["record"]
+    assert record.steps[0].kind == "standard" and record.version == "3"
     assert _errbacks(canvas) == [FAILED_TASK]
-    assert canvas.options["task_id"].endswith(":record")
+    assert canvas.options["task_id"] == f"{record.run_id}:record"
+    assert json.loads(record.canvas)["options"]["task_id"] == f"{record.run_id}:record"
 
 
 def test_a_chain_last_task_records_the_run_and_every_task_has_the_errback() -> None:
@@ -63,19 +67,31 @@ def test_a_chain_last_task_records_the_run_and_every_task_has_the_errback() -> N
         return chain(ctx.sig("mesh.probe.record", ctx.meta, {}, step="a"),
                      ctx.sig("mesh.probe.record", ctx.meta, {}, step="b"))
 
-    canvas = _canvas(build)
+    canvas, record = _prepare(build)
     assert [t.task for t in canvas.tasks] == ["mesh.probe.record"] * 2
-    assert FINISH_KWARG not in canvas.tasks[0].kwargs
-    assert canvas.tasks[1].kwargs[FINISH_KWARG]["meta"]["run_id"] == canvas.tasks[1].args[0]["run_id"]
+    assert record.last == "b" and [s.step for s in record.steps] == ["a", "b"]
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
 
 
-def test_a_task_unknown_to_the_starter_is_followed_by_the_bookkeeping_task() -> None:
-    canvas = _canvas(lambda env, ctx: ctx.sig("mesh.not.declared.here", ctx.meta))
-    assert [t.task for t in canvas.tasks] == ["mesh.not.declared.here", FINISHED_TASK]
-    assert FINISH_KWARG not in canvas.tasks[0].kwargs
+def test_a_plain_celery_task_as_last_step_is_followed_by_the_bookkeeping_task() -> None:
+    canvas, record = _prepare(lambda env, ctx: ctx.sig("mesh.probe.plain", ctx.meta))
+    assert [t.task for t in canvas.tasks] == ["mesh.probe.plain", FINISHED_TASK]
+    assert record.last == "finished"
     assert canvas.tasks[1].options["task_id"].endswith(":finished")
+    assert all(t.options["headers"]["mesh_workflow"] == "w" for t in canvas.tasks)
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
+
+
+def test_a_task_nobody_declared_fails_the_build_naming_workflow_and_task() -> None:
+    st = _starter(lambda env, ctx: ctx.sig("mesh.not.declared.here", ctx.meta))
+    [err] = st.start_many([StartRequest("w", ENV, "r1")])
+    assert err is not None and "'mesh.not.declared.here'" in err and "workflow 'w'" in err
+
+
+def test_a_builder_returning_no_canvas_is_reported() -> None:
+    st = _starter(lambda env, ctx: {"not": "a canvas"})
+    [err] = st.start_many([StartRequest("w", ENV, "r1")])
+    assert err is not None and "TypeError" in err and "not a Celery canvas" in err
 
 
 def test_a_chain_ending_in_a_group_keeps_the_bookkeeping_task() -> None:
@@ -83,9 +99,9 @@ def test_a_chain_ending_in_a_group_keeps_the_bookkeeping_task() -> None:
         return chain(ctx.sig("mesh.probe.record", ctx.meta, {}, step="a"),
                      group(ctx.sig("mesh.probe.record", ctx.meta, {}, step=f"g{i}") for i in range(2)))
 
-    canvas = _canvas(build)  # chain | group | task: Celery makes the end a chord
+    canvas, record = _prepare(build)  # chain | group | task: Celery makes the end a chord
     assert canvas.tasks[-1].body.task == FINISHED_TASK
-    assert not any(FINISH_KWARG in t.kwargs for t in canvas.tasks[-1].tasks)
+    assert record.last == "finished" and [s.step for s in record.steps] == ["a", "g0", "g1", "finished"]
 
 
 def test_chord_header_tasks_get_the_errback_too() -> None:
@@ -93,12 +109,22 @@ def test_chord_header_tasks_get_the_errback_too() -> None:
         header = group(ctx.sig("mesh.probe.record", ctx.meta, {}, step=f"s{i}") for i in range(3))
         return chord(header, ctx.sig("mesh.probe.record", ctx.meta, step="join"))
 
-    canvas = _canvas(build)  # Celery folds "chord | finished" into the chord's body
+    canvas, record = _prepare(build)  # Celery folds "chord | finished" into the chord's body
     assert len(canvas.tasks) == 3
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
     assert [t.task for t in canvas.body.tasks][-1] == FINISHED_TASK
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.body.tasks)
-    assert not any(FINISH_KWARG in t.kwargs for t in [*canvas.tasks, *canvas.body.tasks])
+    assert record.last == "finished"
+
+
+def test_tasks_without_a_step_id_get_one_and_plain_pipes_work() -> None:
+    def build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+        return APP.signature("mesh.probe.record", args=(ctx.meta, {})) | APP.signature(
+            "mesh.probe.record", args=(ctx.meta, {}))
+
+    canvas, record = _prepare(build)
+    assert [s.step for s in record.steps] == ["record-0", "record-1"]
+    assert all(t.options["task_id"].startswith(record.run_id + ":") for t in canvas.tasks)
 
 
 def test_a_builder_that_raises_is_reported_per_request() -> None:
@@ -144,7 +170,7 @@ def test_every_task_carries_a_short_repr_instead_of_its_arguments() -> None:
 
 
 def _settle(client: redis.Redis, keys: Keys, workflows: list[str]) -> dict[str, int]:
-    return {w: RunStats(client, keys).get(w).successes for w in workflows}
+    return {w: RunLedger(client, keys).workflow_stats(w).successes for w in workflows}
 
 
 @pytest.mark.e2e
@@ -153,7 +179,8 @@ def test_a_real_worker_records_each_run_once_whatever_its_shape(
     """Runs are sent BEFORE any worker ever ran on this (fresh) key prefix: the
     starter's ``declare=[]`` must not lose them. Then one worker runs a lone task, a
     chain and a chord; each run is recorded exactly once, the first two without a
-    ``mesh.run.finished`` task; a re-sent lone run (same ids) is not counted twice."""
+    ``mesh.run.finished`` task; a re-sent lone run (same ids) is neither run nor
+    counted again (its step's result is memoized)."""
     s = MeshSettings.load({**settings.to_env(), "MESH_CELERY_EXTRA_MODULES": PROBES})
     keys = Keys(s.redis.key_prefix)
     app = create_app(s)
@@ -190,15 +217,17 @@ def test_a_real_worker_records_each_run_once_whatever_its_shape(
         assert app.AsyncResult(f"{by_wf['chorded']}:finished").state == "SUCCESS"
         for wf in ("lone", "chained"):  # recorded by their last task: no bookkeeping task
             assert app.AsyncResult(f"{by_wf[wf]}:finished").state == "PENDING"
-            assert r.exists(keys.ns("runs", "done", by_wf[wf]))
+            assert RunLedger(r, keys).get_field(by_wf[wf], "state") == "succeeded"
         # Sent again (a redelivered dispatcher batch), then a new run behind it (one
         # worker process: it runs them in order): the re-sent run is not counted again.
         env2 = Envelope.wrap(CustomerActivity(customer_id="2", logins_30d=1, active_days_30d=1))
         again = [reqs[0], StartRequest("lone", env2, st.run_id("lone", env2), 1, {"id": env2.event_id})]
         assert st.start_many(again) == [None, None]
-        wait_for(lambda: r.llen(keys.ns("probe", "runs")) == 8, 60, what="both runs ran")
         wait_for(lambda: _settle(r, keys, ["lone"]) == {"lone": 2}, 60, what="the new run recorded")
+        assert r.llen(keys.ns("probe", "runs")) == 7  # the re-sent run's step did not run again
         assert _settle(r, keys, list(want)) == want | {"lone": 2}
-        assert RunStats(r, keys).get("lone").failures == 0
+        assert RunLedger(r, keys).workflow_stats("lone").failures == 0
+        counts = RunLedger(r, keys).counts()
+        assert counts["started"] == 4 and counts["succeeded"] == 4
     finally:
         w.stop()

@@ -81,30 +81,6 @@ def test_critical_task_is_never_retried(retry_mesh: tuple[MeshSettings, Proc], r
     assert int(r.get("crit")) == 1
 
 
-@pytest.mark.integration
-def test_a_failed_inline_run_record_is_handed_to_the_bookkeeping_task(
-        settings: MeshSettings, r: redis.Redis) -> None:
-    """The run's last task records the run inline; when Redis refuses that write, the
-    record goes to ``mesh.run.finished`` (eager here) instead of failing the task."""
-    from types import SimpleNamespace
-
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
-    from workers.kinds import _record_finish
-    from workers.runstats import RunStats
-
-    eager = create_app(MeshSettings.load({**settings.to_env(), "MESH_CELERY_TASK_ALWAYS_EAGER": "true"}))
-    dead = MeshSettings.load({**settings.to_env(), "MESH_REDIS_URL": "redis://127.0.0.1:1/0"})
-    keys = Keys(settings.redis.key_prefix)
-    rt = SimpleNamespace(redis=make_client(dead.redis), keys=keys)
-    task = SimpleNamespace(app=eager, request=SimpleNamespace(errbacks=None))
-    meta = {"run_id": "run-fallback", "workflow": "wf-fallback", "workflow_version": "1"}
-    _record_finish(task, rt, {"meta": meta, "started_at": 1.0})  # type: ignore[arg-type]
-    stats = RunStats(r, keys).get("wf-fallback")
-    assert (stats.successes, stats.failures) == (1, 0)
-    assert r.exists(keys.ns("runs", "done", "run-fallback"))
-
-
 def test_time_limits_follow_the_kind_and_an_explicit_option_wins() -> None:
     from mesh.settings import MeshSettings as _S
 

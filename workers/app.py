@@ -93,18 +93,59 @@ def celery_config(settings: MeshSettings) -> dict[str, Any]:
 def create_app(settings: MeshSettings) -> Celery:
     """A new Celery app for these settings, with every declared task bound to it
     (``workers/tasks/*`` and ``celery.extra_modules``). No global ``current_app``."""
-    import importlib
-
+    from chains.loader import import_extra_modules
     from workers.kinds import register_tasks
     from workers.tasks import import_all
 
     import_all()
-    for name in settings.celery.extra_modules:
-        importlib.import_module(name)
+    import_extra_modules(settings)
     patch_kombu_half_closed_channel()  # a Redis restart must not kill the worker
+    leave_unknown_tasks_to_the_redriver()
     app = Celery("mesh", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.mesh_settings = settings  # type: ignore[attr-defined]
     register_tasks(app)
     __import__("monitoring.celery_hooks").celery_hooks.install(app)  # metrics, heartbeats, Sentry
     return app
+
+
+def leave_unknown_tasks_to_the_redriver() -> None:
+    """A worker that receives a task it does not know (deployed without the module that
+    defines it) drops the message without logging its body, and notes on the run which
+    task was unknown where; the run ledger's re-driver re-sends the run after its
+    deadline (a worker that has the task may be up by then) and, after
+    ``runs.redrive_max`` re-drives, dead-letters it with a reason naming the task.
+
+    Celery's own handler logs the whole message body (event payloads) and stores a
+    ``NotRegistered`` failure under the step's deterministic task id."""
+    import logging
+
+    from celery.worker.consumer import consumer as cmod
+
+    from mesh.runs import split_task_id
+
+    if getattr(cmod.Consumer.on_unknown_task, "_mesh", False):
+        return
+    log = logging.getLogger("mesh.worker")
+
+    def on_unknown_task(self: Any, body: Any, message: Any, exc: Exception) -> None:
+        headers = getattr(message, "headers", None) or {}
+        task_id, name = str(headers.get("id", "?")), str(headers.get("task", "?"))
+        ids = split_task_id(task_id)
+        log.error("task %s is not registered on this worker (run %s, step %s): message "
+                  "dropped, left for the run ledger's re-driver", name,
+                  ids[0] if ids else "-", ids[1] if ids else "-")
+        message.reject_log_error(log, self.connection_errors)
+        if ids is None:
+            return
+        try:
+            from workers.runtime import runtime_for
+
+            runtime_for(self.app).ledger.note(
+                ids[0], unregistered=f"task {name} not registered on worker {self.hostname}")
+        except Exception as err:
+            log.warning("could not note the unknown task on run %s (%s)", ids[0],
+                        type(err).__name__)
+
+    on_unknown_task._mesh = True  # type: ignore[attr-defined]
+    cmod.Consumer.on_unknown_task = on_unknown_task  # type: ignore[method-assign]

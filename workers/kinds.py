@@ -17,13 +17,15 @@ critical      0        -                  never retried; reported at once
 ``TransientError`` is retried per the kind. Any other exception is retried like a
 transient one unless the kind says otherwise (``retry_unexpected``).
 
-A run's last task also records the run's success: the starter passes it the reserved
-keyword argument ``_mesh_finish`` (``FINISH_KWARG``: ``{"meta": ..., "started_at": ...}``),
-which the wrapper pops before calling the function and, once the function returned,
-records with ``workers.runstats.record_success`` (once per run, however often the task
-is redelivered). Should that fail (Redis unreachable), the bookkeeping is handed to the
-``mesh.run.finished`` task (its own retries, the task's error callbacks), as the starter
-does for runs that end in a group or chord.
+Every task of a run is also a step of the run ledger (``mesh.runs``): before the
+function runs, the wrapper asks the ledger whether this step already succeeded in this
+run (a re-driven or resumed run) and then returns the memoized result instead of
+running it again; after the function returned, it memoizes the result and moves the
+run on (the run's last step ends it as succeeded). A task declared with
+``memo=False`` is re-run on re-drive (its result is not kept); ``ledger=False`` keeps
+a task out of the ledger altogether (failure callbacks). The ledger being unreachable
+never fails a step: the function still runs (at least once), and the run is re-driven
+later if its progress was not recorded.
 
 Tasks are declared without an app (``@task(...)`` records a ``TaskSpec``) and bound to
 an app by ``register_tasks(app)``, so the same module serves any number of apps.
@@ -31,14 +33,21 @@ an app by ``register_tasks(app)``, so the same module serves any number of apps.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpu_pool.routing import Resource, queue_for
-from mesh.errors import PermanentError, TransientError
+from celery.exceptions import Ignore
+
+from gpu_pool.routing import Resource, declare_task, queue_for
+from mesh.errors import PermanentError, Throttled, TransientError
+from mesh.flow.declare import Flow
+from mesh.runs import STARTED, Begin, split_task_id
+from workers.context import StepContext, enter, from_headers, leave
+from workers.flowctl import flow_control, reschedule
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -46,8 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mesh.kinds")
 
 FINISH_KWARG = "_mesh_finish"
-"""Reserved keyword argument: the run's bookkeeping, for the run's last task."""
-FINISHED_TASK = "mesh.run.finished"
+"""Reserved keyword argument of an earlier starter (popped and ignored: the ledger
+now knows a run's last step)."""
+
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,16 @@ class TaskSpec:
     kind: TaskKind
     resource: Resource
     options: dict[str, Any] = field(default_factory=dict)
+    memo: bool = True
+    """Memoize the result: a re-driven or resumed run does not run the step again."""
+    ledger: bool = True
+    """A step of its run (False: bookkeeping such as failure callbacks)."""
+    runtime: bool = True
+    """Call ``fn(rt, *args)`` (built-in tasks); False: ``fn(*args)``, the runtime and the
+    run being available through ``workers.steps.current_step()`` (a team's steps)."""
+    flow: Flow = field(default_factory=Flow)
+    """Rate limits, concurrency keys, tenant and priority (``mesh.flow``): checked before
+    the function runs; a step without budget is rescheduled, not failed, not retried."""
 
     @property
     def queue(self) -> str:
@@ -109,6 +129,7 @@ SPECS: dict[str, TaskSpec] = {}
 
 
 def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.CPU,
+         memo: bool = True, ledger: bool = True, runtime: bool = True, flow: Flow | None = None,
          **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare ``fn(rt, *args, **kwargs)`` as task ``name``. ``rt`` is the process's
     ``Runtime`` (clients, stores, models), injected by the wrapper; tests call ``fn``
@@ -117,7 +138,9 @@ def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in SPECS and SPECS[name].fn is not fn:
             raise ValueError(f"task {name!r} is declared twice")
-        SPECS[name] = TaskSpec(name, fn, kind, resource, options)
+        SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger, runtime,
+                               flow or Flow())
+        declare_task(name, resource)
         return fn
 
     return deco
@@ -135,24 +158,47 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
     kind = spec.kind
 
     def run(self: Task, *args: Any, **kwargs: Any) -> Any:
-        finish = kwargs.pop(FINISH_KWARG, None)  # a copy: a retry still carries it
+        kwargs.pop(FINISH_KWARG, None)
         rt = runtime_for(self.app)
+        step = split_task_id(self.request.id) if spec.ledger else None
+        if step is not None:
+            known, memo = _begin(rt, step, kind.name)
+            if known is not None and known != STARTED:
+                if memo is not None and memo.memoized:
+                    return memo.result
+                raise Ignore()  # the run ended (cancelled, failed): later steps do not start
+            if memo is not None and memo.memoized and spec.memo:
+                _done(rt, step, memo.result, spec.memo)
+                return memo.result
+        token = _enter(self, rt, step)
+        admission = None
         try:
-            result = spec.fn(rt, *args, **kwargs)
+            if spec.flow:
+                admission = _admit(self, rt, spec, args, kwargs)
+            result = spec.fn(rt, *args, **kwargs) if spec.runtime else spec.fn(*args, **kwargs)
+        except Throttled as exc:  # waiting for budget: rescheduled, not a retry, not a failure
+            reschedule(self, exc)
+            raise  # not reached: reschedule raises Celery's Retry
         except PermanentError:
             raise
         except TransientError as exc:
             if self.request.retries >= kind.max_retries:
                 raise
-            raise self.retry(exc=exc, countdown=kind.delay_s(self.request.retries, exc.delay_s),
-                             max_retries=kind.max_retries) from None
+            countdown = kind.delay_s(self.request.retries, exc.delay_s)
+            _retrying(rt, step, countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=kind.max_retries) from None
         except Exception as exc:
             if not kind.retry_unexpected or self.request.retries >= kind.max_retries:
                 raise
-            raise self.retry(exc=exc, countdown=kind.delay_s(self.request.retries),
-                             max_retries=kind.max_retries) from None
-        if finish is not None:
-            _record_finish(self, rt, finish)
+            countdown = kind.delay_s(self.request.retries)
+            _retrying(rt, step, countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=kind.max_retries) from None
+        finally:
+            if admission is not None:
+                admission.close()  # concurrency slots go back on every outcome
+            _leave(token)
+        if step is not None:
+            _done(rt, step, result, spec.memo)
         return result
 
     run.__name__ = spec.fn.__name__
@@ -168,19 +214,57 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
     )(run)
 
 
-def _record_finish(task: Task, rt: Any, finish: dict[str, Any]) -> None:
-    """Record the run's success inline (the last task's function returned). When that
-    fails, send ``mesh.run.finished`` with the same data and this task's error
-    callbacks, so the bookkeeping gets retries of its own and the function is not
-    re-run for it; if even that send fails, the task fails (and its errbacks run)."""
-    from workers.runstats import record_success
+def _enter(task: Task, rt: Any, step: tuple[str, str] | None) -> Any:
+    """Make the run visible to the function (``workers.steps.current_step()``)."""
+    meta = from_headers(task.request)
+    run_id, name = step if step is not None else ("", task.name)
+    return enter(StepContext(run_id, name, meta.get("workflow", ""),
+                             meta.get("workflow_version", ""), meta.get("event_type", ""),
+                             meta.get("event_id", ""), int(task.request.retries or 0), rt))
 
-    meta, started_at = finish["meta"], float(finish["started_at"])
+
+def _leave(token: Any) -> None:
+    leave(token)
+
+
+def _admit(task: Task, rt: Any, spec: TaskSpec, args: tuple[Any, ...],
+           kwargs: dict[str, Any]) -> Any:
+    """The step's flow-control admission (leases, rate permits) or ``Throttled``."""
+    call = (rt, *args) if spec.runtime else args
     try:
-        record_success(rt.redis, rt.keys, meta, started_at)
+        named = dict(inspect.signature(spec.fn).bind_partial(*call, **kwargs).arguments)
+    except TypeError:
+        named = {}
+    return flow_control(rt).enter(spec.flow, named, step_id=str(task.request.id))
+
+
+def _begin(rt: Any, step: tuple[str, str], kind: str) -> tuple[str | None, Begin | None]:
+    """The run's state and the step's memo; (None, None) when the ledger cannot be read
+    (the step then runs: at least once beats not at all)."""
+    try:
+        b = rt.ledger.begin(step[0], step[1], kind)
     except Exception as exc:
-        log.warning("recording run %s inline failed (%s); sending %s", meta.get("run_id"),
-                    type(exc).__name__, FINISHED_TASK)
-        task.app.signature(FINISHED_TASK, args=(meta, started_at),
-                           task_id=f"{meta['run_id']}:finished", immutable=True,
-                           link_error=task.request.errbacks or None).apply_async()
+        log.warning("run ledger unreadable before step %s of run %s (%s): running it",
+                    step[1], step[0], type(exc).__name__)
+        return None, None
+    return b.state, b
+
+
+def _done(rt: Any, step: tuple[str, str], result: Any, memo: bool) -> None:
+    """Record the step's success. A failure here never fails the step (its effect is
+    applied): the run is re-driven from this step later, which runs it again."""
+    try:
+        rt.ledger.step_done(step[0], step[1], result, memo=memo)
+    except Exception as exc:
+        log.warning("recording step %s of run %s failed (%s); the re-driver will resume it",
+                    step[1], step[0], type(exc).__name__)
+
+
+def _retrying(rt: Any, step: tuple[str, str] | None, countdown: float) -> None:
+    if step is None:
+        return
+    try:
+        rt.ledger.step_retry(step[0], step[1], countdown)
+    except Exception as exc:
+        log.warning("recording a retry of step %s of run %s failed (%s)", step[1], step[0],
+                    type(exc).__name__)

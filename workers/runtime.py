@@ -12,6 +12,7 @@ import redis
 
 from mesh.keys import Keys
 from mesh.redis_conn import make_client
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ class Runtime:
     @cached_property
     def redis(self) -> redis.Redis:
         return make_client(self.settings.redis)
+
+    @cached_property
+    def ledger(self) -> RunLedger:
+        """The run lifecycle (``mesh.runs``): every step reports to it."""
+        return RunLedger(self.redis, self.keys, self.settings.runs)
 
     @cached_property
     def publisher(self) -> Publisher:

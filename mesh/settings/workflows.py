@@ -6,8 +6,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class WorkflowSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
+    builtin: bool = True
+    """Route events to the built-in workflow pack (churn, customer-profile,
+    churn-rescore, content, reembed, retrain). False: only a team's own workflows
+    (``celery.extra_modules``) run, and status, SLAs and alerts cover only those."""
+    disabled: list[str] = Field(default_factory=list)
+    """Names of workflows not to route events to (JSON list), built-in or not."""
     churn_high_risk_threshold: float = Field(default=0.7, ge=0, le=1)
     """A churn score at or above this publishes ``churn.high_risk``."""
     churn_shard_size: int = Field(default=500, ge=1)

@@ -123,13 +123,20 @@ def test_retrain_request_promotes_first_model_and_rescores_everyone(mesh: Mesh) 
     assert res["workflow"] == "churn-rescore" and res["event_id"] == mesh.retrain_env.event_id
 
 
-def test_redelivered_retrain_request_trains_the_same_version_and_keeps_it(mesh: Mesh) -> None:
+def test_redelivered_retrain_request_does_not_train_again(mesh: Mesh) -> None:
+    """The same retrain run again (a redelivered event): its training step already
+    succeeded in this run, so its memoized result is returned - no second training."""
     reg = services(mesh.rt).registry
-    before = reg.promoted()
-    mesh.run("retrain", mesh.retrain_env)  # the same event again (seed from its id)
-    kept = wait_for(lambda: [e for e in reg.history() if e["event"] == "kept"], 120,
-                    what="the retraining decision recorded")
-    assert kept[0]["candidate"] == before.version and "same content hash" in kept[0]["why"]  # type: ignore[union-attr]
+    before, history = reg.promoted(), reg.history()
+    run_id = mesh.starter.run_id("retrain", mesh.retrain_env)
+    meta_key = f"{mesh.settings.redis.key_prefix}:celery:celery-task-meta-{run_id}:train"
+    wait_for(lambda: mesh.r.exists(meta_key), 60, what="the first training's result")
+    first = json.loads(mesh.r.get(meta_key))["result"]
+    mesh.r.delete(meta_key)
+    mesh.run("retrain", mesh.retrain_env)  # the same event again
+    wait_for(lambda: mesh.r.exists(meta_key), 120, what="the redelivered step answered")
+    assert json.loads(mesh.r.get(meta_key))["result"] == first
+    assert reg.history() == history  # nothing trained or decided again
     assert reg.promoted() == before and len(reg.versions()) == 1
 
 
@@ -171,7 +178,8 @@ def test_redelivered_run_neither_rewrites_nor_realerts(mesh: Mesh) -> None:
     mesh.r.delete(meta_key)
     mesh.run("churn", updated)
     wait_for(lambda: mesh.r.exists(meta_key), 60, what="redelivered run finished")
-    assert json.loads(mesh.r.get(meta_key))["result"]["status"] == "duplicate"
+    # memoized: the store step did not run again, it answered with its first result
+    assert json.loads(mesh.r.get(meta_key))["result"]["status"] == "written"
     assert results.get(cid) == first
     assert len(mesh.high_risk_events(cid)) == 1
 

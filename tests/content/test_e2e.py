@@ -31,6 +31,7 @@ from events.catalog import (
 from events.dlq import DeadLetters
 from events.publisher import Publisher
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from tests.content.llm_server import Reply, llm_server
 from tests.support.procs import ROOT, Proc, child_env, start, wait_for
@@ -41,7 +42,6 @@ from workers.content.providers import GenerationRequest, TemplateProvider
 from workers.content.store import ContentStore
 from workers.embedding.model import model_version
 from workers.embedding.vectors import VectorStore
-from workers.runstats import RunStats
 
 KEY = "sk-e2e-NEVER-IN-LOGS-987"
 
@@ -123,7 +123,7 @@ def test_requested_content_is_generated_published_embedded_and_searchable(
                         timeout_s=60, what="the failing request dead-lettered")
         assert len(dead) == 1 and "click here" in dead[0].reason
         assert json.loads(dead[0].fields["payload"])["content_id"] == "spam"
-        wait_for(lambda: RunStats(r, keys).get("content").failures == 1, timeout_s=30,
+        wait_for(lambda: RunLedger(r, keys).workflow_stats("content").failures == 1, timeout_s=30,
                  what="the failed run counted")
         assert ContentStore(r, keys).get("spam") is None
         assert len(dlq.list()) == 1  # not dead-lettered a second time as workflow_failed

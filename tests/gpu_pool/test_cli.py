@@ -73,6 +73,9 @@ def test_cost_report_with_and_without_deferral(settings: MeshSettings, r: redis.
     text = CliRunner().invoke(cli, ["gpu", "cost", "--peak-price", "1", "--offpeak-price", "1"],
                               env=env(settings))
     assert "saved: 0.0000" in text.output
+    # it says what its figure is, and where node-hours are
+    assert "not node-hours" in text.output and "mesh gpu simulate" in text.output
+    assert "mesh gpu simulate" in data["what"]
 
 
 def test_autoscale_once_and_forbidden_exit_code(settings: MeshSettings, r: redis.Redis) -> None:

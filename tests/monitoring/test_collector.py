@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from chains.registry import Workflow
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring.celery_hooks import running_key, workers_key
 from monitoring.collector import MeshCollector
-from workers.runstats import RunStats
+from tests.support.runs import finished_run
 
 
 def _scrape(r: redis.Redis, settings: MeshSettings, workflows: list[Workflow]) -> str:
@@ -48,7 +49,7 @@ def test_stuck_tasks_freshness_and_cleanup(settings: MeshSettings, r: redis.Redi
     r.hset(workers_key(keys), "old@host", json.dumps({"queues": ["cpu"], "ts": now - 2 * 86400}))
     r.hset(workers_key(keys), "live@host", json.dumps({"queues": ["gpu"], "ts": now,
                                                       "concurrency": 1}))
-    RunStats(r, keys).finished("probe", "run-1", now - 5, ok=True, now=now - 1)
+    finished_run(RunLedger(r, keys), "probe", ok=True, started_at=now - 5, now=now - 1)
     wf = Workflow("probe", "1", (), lambda env, ctx: None, sla_s=900)  # type: ignore[arg-type,return-value]
 
     # When
@@ -148,7 +149,7 @@ def test_dispatchers_alive_come_from_heartbeats(settings: MeshSettings, r: redis
 def test_failures_since_the_last_success_are_counted_between_scrapes(
         settings: MeshSettings, r: redis.Redis) -> None:
     keys = Keys(settings.redis.key_prefix)
-    stats = RunStats(r, keys)
+    stats = RunLedger(r, keys)
     wf = Workflow("probe", "1", (), lambda env, ctx: None)  # type: ignore[arg-type,return-value]
     now = time.time()
 
@@ -158,14 +159,14 @@ def test_failures_since_the_last_success_are_counted_between_scrapes(
 
     # Given: a workflow that never succeeded fails twice -> both count
     for i in range(2):
-        stats.finished("probe", f"f{i}", now, ok=False, now=now)
+        finished_run(stats, "probe", ok=False, started_at=now, now=now)
     assert streak() == 2
     # When it succeeds, the streak ends
-    stats.finished("probe", "ok", now, ok=True, now=now)
+    finished_run(stats, "probe", ok=True, started_at=now, now=now)
     assert streak() == 0
     # And three failures after it are three in a row
     for i in range(3):
-        stats.finished("probe", f"g{i}", now, ok=False, now=now)
+        finished_run(stats, "probe", ok=False, started_at=now, now=now)
         assert streak() == i + 1
 
 

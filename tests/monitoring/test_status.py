@@ -17,12 +17,13 @@ import pytest
 import redis
 
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from monitoring import heartbeats, verdicts
 from monitoring.celery_hooks import workers_key
 from monitoring.snapshot import Snapshot, StuckRun
 from tests.support.procs import ROOT, child_env, start, wait_for
-from workers.runstats import RunStats
+from tests.support.runs import finished_run
 
 PROBE = {"MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]',
          "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'}  # open all day: never closing
@@ -44,9 +45,9 @@ def _healthy(r: redis.Redis, s: MeshSettings) -> Keys:
     heartbeats.beat(r, keys, "d1", now)
     r.hset(workers_key(keys), "w1@host", json.dumps({
         "queues": ["cpu", "io", "gpu", "gpu-batch"], "ts": now, "concurrency": 2}))
-    stats = RunStats(r, keys)
-    for i, wf in enumerate(("probe", "probe-coalesced")):
-        stats.finished(wf, f"run-ok-{i}", now - 1, ok=True, now=now)
+    stats = RunLedger(r, keys)
+    for wf in ("probe", "probe-coalesced"):
+        finished_run(stats, wf, ok=True, started_at=now - 1, now=now)
     return keys
 
 
@@ -72,13 +73,13 @@ def _dead_letter(r: redis.Redis, k: Keys) -> None:
 
 
 def _stale(r: redis.Redis, k: Keys) -> None:
-    r.hset(k.ns("runs", "last_success"), "probe-coalesced", f"{time.time() - 7200:.3f}")
+    r.hset(k.runs_last_success(), "probe-coalesced", f"{time.time() - 7200:.3f}")
 
 
 def _failing(r: redis.Redis, k: Keys) -> None:
-    stats = RunStats(r, k)
+    stats = RunLedger(r, k)
     for i in range(3):
-        stats.finished("probe", f"run-f{i}", time.time(), ok=False)
+        finished_run(stats, "probe", ok=False, started_at=time.time(), now=time.time())
 
 
 def _gpu_at_risk(r: redis.Redis, k: Keys) -> None:
@@ -175,7 +176,7 @@ def test_status_shows_every_part(settings: MeshSettings, r: redis.Redis) -> None
     s = _settings(settings)
     keys = _healthy(r, s)
     now = time.time()
-    RunStats(r, keys).finished("probe-coalesced", "run-3", now - 7300, ok=False, now=now - 7300)
+    finished_run(RunLedger(r, keys), "probe-coalesced", ok=False, started_at=now - 7300, now=now - 7300)
     _stale(r, keys)
     r.xgroup_create(keys.stream(0), s.dispatcher.group, id="0", mkstream=True)
     for i in range(3):
@@ -205,9 +206,10 @@ def test_status_shows_every_part(settings: MeshSettings, r: redis.Redis) -> None
     assert "OUT OF SLA" in table.stdout and "dispatchers alive: 1 of 1" in table.stdout
 
 
-def test_status_exits_2_when_redis_is_unreachable(settings: MeshSettings) -> None:
+def test_status_exits_3_when_redis_is_unreachable(settings: MeshSettings) -> None:
     s = MeshSettings.load(settings.to_env() | {"MESH_REDIS_URL": "redis://127.0.0.1:1/0",
-                                               "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.2"})
+                                               "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.2",
+                                               "MESH_REDIS_STARTUP_TIMEOUT_S": "0.5"})
     out = _status(s, "--json")
-    assert out.returncode == 2
+    assert out.returncode == 3  # Redis unusable (2 is bad configuration)
     assert "cannot connect to Redis" in out.stderr

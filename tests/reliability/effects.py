@@ -91,4 +91,75 @@ def _build(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
 
 if "rel-effect" not in REGISTRY.workflows:
     REGISTRY.workflow("rel-effect", on=[On("customer.activity", where=_ours)])(_build)
-    REGISTRY.workflow("rel-faults", on=[On("content.deleted", where=_ours)])(_build_faults)
+    REGISTRY.workflow("rel-faults", on=[On("content.deleted", where=lambda env: _ours(env) and not
+                                            env.entity_key.startswith(("content:steps-",
+                                                                       "content:backend-")))])(
+        _build_faults)
+
+
+# -- run-ledger probes (tests/reliability/test_fault_runs.py) ----------------------------
+# ``content:steps-*``: a 3-step chain whose every step calls a local fake HTTP provider
+# (URL in the Redis key ``rel:provider``), so a test counts the paid calls per step;
+# step 3 fails for good until ``rel:fixed`` is set.
+# ``content:backend-*``: one step whose result-backend write fails after it ran.
+
+def _call_provider(rt: Any, step: str, event: dict[str, Any]) -> None:
+    import httpx
+
+    url = rt.redis.get(rt.keys.ns("rel", "provider"))
+    httpx.post(f"{url.decode()}/{step}", json={"key": event["key"]}, timeout=5).raise_for_status()
+
+
+@task("mesh.rel.step", kind=QUICK, resource=Resource.IO)
+def step(rt: Any, previous: Any, meta: dict[str, Any], event: dict[str, Any], n: int) -> int:
+    if n == 3 and not rt.redis.exists(rt.keys.ns("rel", "fixed")):
+        raise PermanentError(f"step 3 of {event['key']} cannot run yet")
+    _call_provider(rt, f"step{n}", event)
+    return n
+
+
+@task("mesh.rel.backend_write", kind=QUICK, resource=Resource.IO)
+def backend_write(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> str:
+    rt.redis.hset(rt.keys.ns("rel", "effects"), event["event_id"], meta["run_id"])
+    return "applied"
+
+
+def _build_steps(env: Envelope, ctx: RunContext):  # type: ignore[no-untyped-def]
+    from celery import chain
+
+    event = {"event_id": env.event_id, "key": env.entity_key}
+    if env.entity_key.startswith("content:backend-"):
+        return ctx.sig("mesh.rel.backend_write", ctx.meta, event, step="backend-fail")
+    return chain(ctx.sig("mesh.rel.step", None, ctx.meta, event, 1, step="s1"),
+                 *(ctx.sig("mesh.rel.step", ctx.meta, event, n, step=f"s{n}") for n in (2, 3)))
+
+
+def _steps_event(env: Envelope) -> bool:
+    return _ours(env) and env.entity_key.startswith(("content:steps-", "content:backend-"))
+
+
+def _fail_backend_writes_of_probe_steps() -> None:
+    """Make the result backend fail when it stores the success of a ``backend-fail`` step
+    (after the function returned): the failure the run ledger must not take for a
+    failed run."""
+    from celery.backends.base import Backend
+
+    original = Backend.mark_as_done
+    if getattr(original, "_rel", False):
+        return
+
+    def mark_as_done(self: Any, task_id: str, *args: Any, **kwargs: Any) -> Any:
+        if str(task_id).endswith(":backend-fail"):
+            import redis as _redis
+
+            raise _redis.ConnectionError("injected: result backend unreachable")
+        return original(self, task_id, *args, **kwargs)
+
+    mark_as_done._rel = True  # type: ignore[attr-defined]
+    Backend.mark_as_done = mark_as_done  # type: ignore[method-assign]
+
+
+_fail_backend_writes_of_probe_steps()
+
+if "rel-steps" not in REGISTRY.workflows:
+    REGISTRY.workflow("rel-steps", on=[On("content.deleted", where=_steps_event)])(_build_steps)

@@ -39,6 +39,7 @@ def test_sigkilled_dispatcher_mid_10k_events_loses_nothing_and_runs_each_once(
         settings: MeshSettings, tmp_path: Path) -> None:
     s = MeshSettings.load({**settings.to_env(),
                            "MESH_CELERY_EXTRA_MODULES": '["tests.reliability.effects"]',
+                           "MESH_WORKFLOWS_BUILTIN": "false",
                            "MESH_STREAMS_PARTITIONS": "2",
                            "MESH_DISPATCHER_BATCH_COUNT": "200"})
     keys = Keys(s.redis.key_prefix)

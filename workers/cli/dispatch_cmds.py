@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from workers.cli._common import echo, emit_json, json_option, load_settings
 
 
 @click.command("dispatcher")
@@ -27,6 +27,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     entries left pending by a dead dispatcher are reclaimed after
     MESH_DISPATCHER_CLAIM_IDLE_MS. SIGTERM finishes the batch in hand, acks, exits 0.
     """
+    s = load_settings()  # Redis checked first: exit 3 with the reason, not retry forever
     from chains.loader import load_workflows
     from chains.starter import CeleryStarter
     from events.dispatcher import Dispatcher
@@ -36,10 +37,6 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     from workers.app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = load_settings()
-    from workers.cli.run_cmds import fail_fast_on_credentials
-
-    fail_fast_on_credentials(s)  # a refused password is final: exit 1, not retry forever
     registry = load_workflows(s)
     app = create_app(s)
     client, keys = make_client(s.redis), Keys(s.redis.key_prefix)
@@ -61,17 +58,23 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
 @click.command("audit")
 @json_option
 @click.option("--wait-s", default=0.0, show_default=True,
-              help="Wait up to this long for in-flight entries to settle before judging.")
-def audit_cmd(as_json: bool, wait_s: float) -> None:
-    """Reconcile published vs accounted entries per event stream.
+              help="Wait up to this long for in-flight entries and runs to settle before judging.")
+@click.option("--streams-only", is_flag=True,
+              help="Reconcile the event streams only (the dispatcher's part), not the runs.")
+def audit_cmd(as_json: bool, wait_s: float, streams_only: bool) -> None:
+    """Reconcile events -> runs -> run outcomes.
 
-    published = XINFO STREAM entries-added; accounted = sum of recorded outcomes
-    (started, deduplicated, coalesced, unrouted, dead_lettered); in flight = pending +
-    lag of the dispatchers' consumer group. Exits 1 when published != accounted +
-    in flight on any stream (an entry was lost or counted twice), or when --wait-s was
-    given and entries are still in flight at the end.
+    Streams: published = XINFO STREAM entries-added; accounted = sum of recorded
+    outcomes (started, deduplicated, coalesced, unrouted, dead_lettered); in flight =
+    pending + lag of the dispatchers' consumer group. Runs (the run ledger): started =
+    succeeded + failed + cancelled + in flight; runs in flight are listed with their age
+    and last finished step. Exits 1 when a stream or the ledger does not add up (an
+    entry or a run was lost or counted twice), when a run is overdue (no progress past
+    its re-drive deadline: neither finished nor legitimately in flight), or when
+    --wait-s was given and entries or runs are still in flight at the end; 3 when Redis cannot be read
+    (unreachable, refused credentials, untrusted certificate), 2 for bad settings.
     """
-    from events.audit import audit
+    from events.audit import audit, audit_runs
     from mesh.redis_conn import make_client
 
     s = load_settings()
@@ -79,12 +82,15 @@ def audit_cmd(as_json: bool, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     while True:
         rows = audit(client, s)
-        if all(r.settled for r in rows) or time.monotonic() >= deadline:
+        runs = audit_runs(client, s)
+        runs_settled = streams_only or runs.settled
+        if (all(r.settled for r in rows) and runs_settled) or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
-    ok = all(r.consistent for r in rows) and (wait_s <= 0 or all(r.settled for r in rows))
+    ok = (all(r.consistent for r in rows) and (streams_only or runs.ok)
+          and (wait_s <= 0 or (all(r.settled for r in rows) and runs_settled)))
     if as_json:
-        emit_json({"ok": ok, "streams": [r.as_dict() for r in rows]})
+        emit_json({"ok": ok, "streams": [r.as_dict() for r in rows], "runs": runs.as_dict()})
     else:
         for r in rows:
             state = "ok" if r.consistent else "MISMATCH"
@@ -92,6 +98,13 @@ def audit_cmd(as_json: bool, wait_s: float) -> None:
                        f"in_flight={r.in_flight} (pending={r.pending} lag={r.lag}) {state}")
             for name, n in sorted(r.outcomes.items()):
                 click.echo(f"    {name:<14} {n}")
+        state = "ok" if runs.ok else ("MISMATCH" if not runs.consistent else "OVERDUE")
+        click.echo(f"runs: started={runs.started} succeeded={runs.succeeded} failed={runs.failed} "
+                   f"cancelled={runs.cancelled} in_flight={runs.in_flight} overdue={runs.overdue} "
+                   f"re-driven={runs.redriven} {state}")
+        for row in runs.oldest:
+            click.echo(f"    {row['run_id']} {row['workflow']:<16} age {row['age_s']:>8.1f}s "
+                       f"last step {row['last_finished_step'] or '-':<10} due in {row['due_in_s']:.0f}s")
     if not ok:
         sys.exit(1)
 
@@ -123,25 +136,32 @@ def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
     if not items:
         click.echo("the dead-letter stream is empty")
     for d in items:
-        click.echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
+        echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
         if d.error:
-            click.echo(f"{'':<17}error: {d.error[:200]}")
+            echo(f"{'':<17}error: {d.error[:200]}")
 
 
 @dlq_group.command("replay")
 @click.option("--id", "ids", multiple=True, help="A dead-letter entry id (repeatable).")
 @click.option("--type", "type_name", default=None, help="Every dead-lettered event of this type.")
 @click.option("--all", "all_", is_flag=True, help="Every dead-lettered event.")
+@click.option("--from-start", is_flag=True,
+              help="Re-run every step of a failed run (default: resume at the failed step; "
+                   "steps that succeeded return their stored results).")
 @json_option
-def dlq_replay(ids: tuple[str, ...], type_name: str | None, all_: bool, as_json: bool) -> None:
+def dlq_replay(ids: tuple[str, ...], type_name: str | None, all_: bool, from_start: bool,
+               as_json: bool) -> None:
     """Re-inject dead-lettered events into their event stream (after a fix) and remove
     them from the dead-letter stream. A replay is a new attempt: it is not taken for a
     duplicate, and its runs get new run ids. A dead letter that names the workflow
-    that failed (workflow_failed, build_failed) re-runs only that workflow.
+    that failed (workflow_failed, stuck, build_failed) re-runs only that workflow, and
+    resumes the failed run at the step that failed: the steps that had succeeded are
+    not executed again (no second paid API call) unless --from-start.
     Give exactly one of --id, --type, --all. Exits 1 when an --id was not found."""
     if sum((bool(ids), type_name is not None, all_)) != 1:
         raise click.UsageError("give exactly one of --id (repeatable), --type or --all")
-    res = _dead_letters().replay(list(ids) if ids else None, type_name=type_name, all_=all_)
+    res = _dead_letters().replay(list(ids) if ids else None, type_name=type_name, all_=all_,
+                                 from_start=from_start)
     if as_json:
         emit_json({"replayed": res.replayed, "missing": res.missing})
     else:
@@ -166,7 +186,7 @@ def events_schema(type_name: str | None, out: Path | None) -> None:
     from chains.loader import load_workflows
     from events.wire import schema
 
-    load_workflows(None)
+    load_workflows(load_settings(check_redis=False))  # a team's event types too (its modules)
     doc: dict[str, Any] = schema()
     if type_name is not None:
         events = {k: v for k, v in doc["events"].items() if k.split("@", 1)[0] == type_name}

@@ -6,7 +6,12 @@
 - ``releaser``: the loop that releases held work when a window opens or a deadline
   nears (alternatively beat runs ``mesh.gpu.release_due``).
 - ``autoscale``: the controller for clusters without KEDA (``--once`` for one tick).
-- ``cost``: the recorded GPU workload priced with deferral against without it.
+- ``cost``: the recorded GPU-seconds priced at the prices given (what really ran; for
+  node-hours, idle and boot included, see ``simulate``).
+- ``trace record|generate``: a GPU workload trace (JSON lines) from a running mesh, or
+  the seeded SaaS week.
+- ``simulate``: node-hours, cost, utilisation, urgent waits and deadline misses of four
+  pool strategies on a trace (``gpu_pool.sim``; docs/gpu-pool.md).
 """
 
 from __future__ import annotations
@@ -177,19 +182,118 @@ def autoscale_cmd(once: bool, dry_run: bool, api_host: str | None, as_json: bool
               help="Price of one off-peak GPU-second.")
 @json_option
 def cost_cmd(peak_price: float, offpeak_price: float, as_json: bool) -> None:
-    """What the recorded GPU workload cost with deferral against without it."""
+    """Recorded GPU-seconds priced at the prices given, with deferral against without.
+
+    The figure is busy GPU-seconds only: GPUs are billed per node-hour, idle and boot
+    included, so this is not a bill. For node-hours and what each pool strategy would
+    cost, run `mesh gpu simulate` (on a trace from `mesh gpu trace record`)."""
     from gpu_pool.cost import report
 
     _, client, keys = _clients()
     data = report(client, keys, peak_price=peak_price, offpeak_price=offpeak_price).as_dict()
+    data["what"] = ("recorded busy GPU-seconds priced at the given per-second prices; "
+                    "not node-hours (idle and boot are billed too): see `mesh gpu simulate`")
     if as_json:
         emit_json(data)
         return
+    click.echo("recorded busy GPU-seconds at the prices given (not node-hours: idle and boot "
+               "time are not in it; see `mesh gpu simulate`)")
     for t in data["by_task_type"]:
         click.echo(f"{t['task_type']:<12} peak {t['peak_s']:>10.2f}s  off-peak {t['offpeak_s']:>10.2f}s"
                    f"  (deferred {t['deferred_s']:.2f}s)")
     click.echo(f"with deferral: {data['with_deferral']:.4f}   without: {data['without_deferral']:.4f}"
                f"   saved: {data['saved']:.4f} ({data['saved_pct']}%)")
+
+
+@gpu_group.group("trace")
+def trace_group() -> None:
+    """GPU workload traces (JSON lines) for `mesh gpu simulate`."""
+
+
+@trace_group.command("record")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Trace file to write (JSON lines; appended to as it records).")
+@click.option("--duration", "duration_s", type=float, default=None,
+              help="Seconds to record (default: until SIGINT/SIGTERM).")
+@click.option("--bucket", "bucket_s", type=float, default=1.0, show_default=True,
+              help="Seconds of sends aggregated into one line per task type and queue.")
+def trace_record_cmd(out_path: str, duration_s: float | None, bucket_s: float) -> None:
+    """Record what the running mesh submits to the GPU queues (Celery task-sent events
+    plus the deferral's held set; see gpu_pool/sim/recorder.py)."""
+    from gpu_pool.sim import recorder, trace
+    from workers.app import create_app
+
+    settings, client, keys = _clients()
+    app = create_app(settings)
+    stop = _stop_on_signals()
+    if duration_s is not None:
+        threading.Timer(duration_s, stop.set).start()
+    with open(out_path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"meta": {"recorder": "mesh gpu trace record",
+                                      "started": _iso(datetime.now(UTC))}}) + "\n")
+
+        def write(lines: list[Any]) -> None:
+            fh.writelines(line + "\n" for line in trace.dump_lines(lines))
+            fh.flush()
+
+        rec = recorder.record(app, client, keys, write, stop=stop, bucket_s=bucket_s)
+    click.echo(f"recorded to {out_path}: " + ", ".join(
+        f"{k} {v}" for k, v in sorted(rec.counts.items())), err=True)
+
+
+@trace_group.command("generate")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Trace file to write (.jsonl, or .jsonl.gz).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a generator parameter (see gpu_pool/sim/generator.py).")
+def trace_generate_cmd(out_path: str, params: tuple[str, ...]) -> None:
+    """Write the seeded SaaS week (the default trace) or a variant of it."""
+    from gpu_pool.sim import generator, trace
+
+    try:
+        p = generator.GeneratorParams().with_overrides(list(params))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from exc
+    records = generator.generate(p)
+    trace.write(out_path, records, generator.meta(p))
+    click.echo(f"wrote {len(records)} lines to {out_path}", err=True)
+
+
+@gpu_group.command("simulate")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
+              help="Trace (JSON lines, .gz ok); default: the shipped SaaS week.")
+@click.option("--prices", "prices_path", type=click.Path(dir_okay=False), default=None,
+              help="Price table JSON (on_demand_per_node_h, offpeak_per_node_h, currency).")
+@click.option("--node-model", "node_path", type=click.Path(dir_okay=False), default=None,
+              help="Node model JSON (boot_s, throughput curves, billing); default: shipped.")
+@click.option("--bench", "bench_path", type=click.Path(dir_okay=False), default=None,
+              help="A bench_gpu_batching JSON whose wall medians replace the embed curve "
+                   "(e.g. one measured on a GPU).")
+@click.option("--urgent-sla-s", type=float, default=None,
+              help="Urgent p99 queueing SLA in seconds (default 60).")
+@click.option("--sensitivity", is_flag=True,
+              help="Add the sensitivity table (boot time, price ratio, bulk share; ~30 s more).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG: nodes and queue depth over time, cost per strategy.")
+@json_option
+def simulate_cmd(trace_path: str | None, prices_path: str | None, node_path: str | None,
+                 bench_path: str | None, urgent_sla_s: float | None, sensitivity: bool,
+                 plot_path: str | None, as_json: bool) -> None:
+    """Simulate four GPU pool strategies on a trace, with the real pool policy,
+    off-peak windows, deferral and batch settings (settings group `gpu`)."""
+    from gpu_pool.sim.report import URGENT_SLA_P99_S
+    from gpu_pool.sim.simulate import load_inputs, render, simulate
+
+    settings = load_settings()
+    inp = load_inputs(settings.gpu, trace_path=trace_path, prices_path=prices_path,
+                      node_path=node_path, bench_path=bench_path,
+                      urgent_sla_p99_s=urgent_sla_s or URGENT_SLA_P99_S)
+    data = simulate(inp, plot_path=plot_path, sensitivity=sensitivity)
+    if as_json:
+        emit_json(data)
+        return
+    for line in render(data):
+        click.echo(line)
 
 
 COMMANDS = [gpu_group]

@@ -6,8 +6,10 @@ growing, stale or failing workflow, stuck runs, GPU backlog at risk), each with 
 one-line hint; then the numbers: streams and consumer lag, dispatchers alive (their
 heartbeats), Celery queue depths and reserved tasks, workers alive per queue, dead
 letters, held GPU items and the next off-peak window, each workflow's last success
-against its freshness SLA. Exits 1 when there is any verdict, so cron jobs and probes
-can use it; 2 when Redis cannot be read.
+against its freshness SLA, and the flow-control limits (use, waiting steps;
+``workers/cli/flow_status.py``). Exits 1 when there is any verdict, so cron jobs and
+probes can use it; 3 when Redis cannot be read (refused credentials, untrusted
+certificate, unreachable); 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import click
 
 from workers.cli._common import emit_json, json_option, load_settings
+from workers.cli.flow_status import flow_data, render_flow
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -133,11 +136,11 @@ def _render_verdicts(console: Any, verdicts: list[dict[str, Any]]) -> None:
 @json_option
 def status_cmd(as_json: bool) -> None:
     """What is wrong (each problem with a hint), then streams, dispatchers, queues,
-    workers, dead letters, GPU backlog and workflow freshness.
+    workers, dead letters, GPU backlog, workflow freshness and flow-control limits.
 
     Problems: no_dispatcher, unserved_queue, dead_letters_growing, stale_workflow,
     failing_workflow, stuck_runs, gpu_backlog_at_risk (`--json`: "verdicts").
-    Exit status 1 when there is any, 2 when Redis cannot be read."""
+    Exit status 1 when there is any, 3 when Redis cannot be read, 2 for bad settings."""
     from chains.loader import load_workflows
     from mesh.redis_conn import make_client, translate_errors
     from monitoring.snapshot import take
@@ -146,13 +149,16 @@ def status_cmd(as_json: bool) -> None:
     registry = load_workflows(settings)
     client = make_client(settings.redis)
     workflows = sorted(registry.workflows.values(), key=lambda w: w.name)
-    with translate_errors("mesh status"):  # BrokerUnavailable: exit 2 (workers.cli.main)
+    with translate_errors("mesh status"):  # BrokerUnavailable: exit 3 (workers.cli.main)
         snap = take(client, settings, workflows, now=time.time())
     data = status_data(snap)
+    with translate_errors("mesh status (flow control)"):
+        data["flow"] = flow_data(client, settings)
     if as_json:
         emit_json(data)
     else:
         render(data, snap.taken_at)
+        render_flow(data["flow"])
     if data["verdicts"]:
         sys.exit(1)
 

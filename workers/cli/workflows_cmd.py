@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from workers.cli._common import emit_json, json_option, load_settings
@@ -14,8 +16,8 @@ def workflows_cmd(as_json: bool) -> None:
     window and freshness SLA."""
     from chains.loader import load_workflows
 
-    registry = load_workflows(load_settings())
-    rows = []
+    registry = load_workflows(load_settings(check_redis=False))
+    rows: list[dict[str, Any]] = []
     for wf in registry:
         rows.append({
             "workflow": wf.name,

@@ -10,8 +10,8 @@ import redis
 
 from chains.registry import WorkflowRegistry
 from mesh.keys import Keys
+from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
-from workers.runstats import RunStats
 
 # Events that a workflow publishes to trigger another one: (type, payload test, from, to).
 CROSS_TRIGGERS = [
@@ -23,10 +23,10 @@ CROSS_TRIGGERS = [
 def summary(client: redis.Redis, settings: MeshSettings, registry: WorkflowRegistry,
             elapsed_s: float) -> dict[str, Any]:
     keys = Keys(settings.redis.key_prefix)
-    stats = RunStats(client, keys)
+    stats = RunLedger(client, keys, settings.runs)
     workflows = []
     for wf in registry:
-        st = stats.get(wf.name)
+        st = stats.workflow_stats(wf.name)
         workflows.append({
             "workflow": wf.name, "runs": st.runs, "successes": st.successes,
             "failures": st.failures, "retries": st.retries,

@@ -1,23 +1,37 @@
 """``mesh.dlq.workflow_failed``: the error callback of every workflow run.
 
 Celery calls it (as a task, with the failed task's id first) when a task of the run
-finally fails, after its retries. It dead-letters the event that started the run with
-the last error (reason ``workflow_failed``), once per run, so it can be replayed after
-a fix, and counts the run as failed.
+finally fails, after its retries. It ends the run as failed in the run ledger and
+dead-letters the event that started it (reason ``workflow_failed``, naming the step,
+the task and the error), exactly once per run, so it can be replayed after a fix.
+
+A step that gave up because Redis or the broker was unreachable
+(``INFRASTRUCTURE_ERRORS``) does not fail its run either: the re-driver resumes it.
+An error raised *after* a step's function returned (the result backend or the broker
+failing while Celery stores the result) also reaches this callback; the ledger knows
+the step succeeded (its result is memoized), so the run is not failed: it goes on, or
+is re-driven from its next step.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from events.dlq import DeadLetters
 from gpu_pool.routing import Resource
+from mesh.runs import split_task_id
 from monitoring import metrics
 from workers.kinds import STANDARD, task
-from workers.runstats import RunStats
 
-MARKER_TTL_S = 7 * 86_400
+log = logging.getLogger("mesh.dlq")
+
 FAILED_SOURCE = "mesh.dlq.workflow_failed"
+INFRASTRUCTURE_ERRORS = frozenset({"ConnectionError", "TimeoutError", "BusyLoadingError",
+                                   "OperationalError", "BrokerUnavailable"})
+"""A step that ran out of retries because the mesh's own Redis or broker was down has
+not failed: its run stays in flight and the re-driver resumes it once they are back
+(after ``runs.redrive_max`` fruitless re-drives it is dead-lettered as ``stuck``)."""
 
 
 def failure_of(app: Any, task_id: str) -> tuple[str, str]:
@@ -33,18 +47,30 @@ def failure_of(app: Any, task_id: str) -> tuple[str, str]:
     return name, f"state {res.state}: {str(exc)[:500]}"
 
 
-@task("mesh.dlq.workflow_failed", kind=STANDARD, resource=Resource.CPU)
+@task("mesh.dlq.workflow_failed", kind=STANDARD, resource=Resource.CPU, ledger=False)
 def workflow_failed(rt: Any, failed_task_id: str, meta: dict[str, Any], fields: dict[str, str],
                     started_at: float) -> str | None:
-    """Dead-letter the run's event (first failure of the run only); returns the DLQ id."""
+    """Fail the run and dead-letter its event (first failure of the run only); returns
+    the dead letter's id."""
     run_id, workflow = meta["run_id"], meta["workflow"]
-    if not rt.redis.set(rt.keys.ns("dlq", "failed", run_id), failed_task_id, nx=True,
-                        ex=MARKER_TTL_S):
+    ids = split_task_id(failed_task_id)
+    step = ids[1] if ids else "?"
+    ledger = rt.ledger
+    if ids is not None and step in ledger.memo_steps(run_id):
+        log.warning("step %s of run %s succeeded but Celery reported an error after it "
+                    "(result backend or broker); the run goes on", step, run_id)
         return None
     name, error = failure_of(rt.app, failed_task_id)
+    if error.split(":", 1)[0] in INFRASTRUCTURE_ERRORS:
+        log.warning("step %s of run %s gave up on an unreachable Redis/broker (%s); the run "
+                    "stays in flight for the re-driver", step, run_id, error.split(":", 1)[0])
+        return None
+    reason = f"workflow {workflow} (run {run_id}) failed at step {step} (task {name})"
+    if not ledger.fail_once(run_id, f"{reason}: {error}"[:2000], claimer=failed_task_id):
+        return None
     dlq_id = DeadLetters(rt.redis, rt.keys, rt.settings.streams).add(
-        "workflow_failed", f"workflow {workflow} (run {run_id}) failed in task {name}",
-        fields, source=FAILED_SOURCE, error=error, workflow=workflow)
-    if RunStats(rt.redis, rt.keys).finished(workflow, run_id, started_at, ok=False):
-        metrics.workflow_run(workflow, "failed")
+        "workflow_failed", reason, fields, source=FAILED_SOURCE, error=error, workflow=workflow,
+        run_id=run_id, step=step)
+    ledger.dead_lettered(run_id, dlq_id)
+    metrics.workflow_run(workflow, "failed")
     return dlq_id
