@@ -22,12 +22,12 @@ from typing import Any
 
 from pydantic import Field
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope, Event
-from events.catalog import CATALOG, Id
-from gpu_pool.routing import Resource
-from mesh.errors import PermanentError
-from workers.kinds import STANDARD, task
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.catalog import CATALOG, Id
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.workers.kinds import STANDARD, task
 
 EVENT_TYPE = "bench.detect"
 TARGETS = {"fresh": ("detect-fresh", "mesh.detect.ok"),

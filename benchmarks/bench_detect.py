@@ -50,12 +50,12 @@ import httpx
 
 from benchmarks import _alert_receiver
 from benchmarks._common import bench_settings, embedded_redis, emit, goal
-from mesh.embedded import free_port
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
-from monitoring import alertstack
-from workers.procs import Proc, start, wait_for
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import alertstack
+from worker_mesh.workers.procs import Proc, start, wait_for
 
 RUN_ALL_TIMEOUT_S = 4200
 """`benchmarks.run_all` gives this module this long (a full run takes about 40 minutes)."""
@@ -107,7 +107,7 @@ class Mesh:
 
 
 def _settings(server: Any) -> MeshSettings:
-    from chains.loader import load_workflows
+    from worker_mesh.chains.loader import load_workflows
 
     base = bench_settings(server, MESH_CELERY_EXTRA_MODULES='["benchmarks._detect_probe"]')
     names = sorted(load_workflows(base).workflows)
@@ -121,7 +121,7 @@ def _settings(server: Any) -> MeshSettings:
 def _traffic(mesh: Mesh) -> None:
     """One event per active target every EVENT_EVERY_S, until stopped."""
     from benchmarks._detect_probe import BenchDetect
-    from events.publisher import Publisher
+    from worker_mesh.events.publisher import Publisher
 
     pub = Publisher(make_client(mesh.settings.redis), mesh.settings.streams, mesh.keys)
     n = 0
@@ -142,7 +142,7 @@ def _firing(prom: str) -> list[dict[str, Any]]:
 
 
 def _warm_up(mesh: Mesh, prom: str) -> None:
-    from mesh.runs import RunLedger
+    from worker_mesh.mesh.runs import RunLedger
 
     stats = RunLedger(make_client(mesh.settings.redis), mesh.keys)
     wanted = {"detect-fresh", "detect-failing", "detect-gpu", "detect-bulk"}
@@ -185,7 +185,7 @@ def _kill(name: str) -> Inject:
 
 
 def _stop_fresh(mesh: Mesh) -> float:
-    from mesh.runs import RunLedger
+    from worker_mesh.mesh.runs import RunLedger
 
     mesh.targets.discard("fresh")
     time.sleep(EVENT_EVERY_S * 2)  # the last runs in flight finish
@@ -242,7 +242,7 @@ def _measure(mesh: Mesh, receiver: _alert_receiver.Receiver, name: str) -> dict[
 
 def _settle(mesh: Mesh) -> None:
     """After a recovery: every process alive again (heartbeats) and the queues drained."""
-    from monitoring.snapshot import take
+    from worker_mesh.monitoring.snapshot import take
 
     r = make_client(mesh.settings.redis)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "monitoring" / "prometheus" / "alerts.yml"

@@ -58,7 +58,7 @@ def _keys(keys: Any) -> tuple[str, str, str]:
 
 def known_types() -> list[str]:
     try:
-        from events.catalog import CATALOG
+        from worker_mesh.events.catalog import CATALOG
 
         return sorted(CATALOG.names())
     except Exception:  # pragma: no cover - catalog import problems: every type is "other"

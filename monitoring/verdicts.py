@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from monitoring.snapshot import Snapshot
+from worker_mesh.monitoring.snapshot import Snapshot
 
 DLQ_RECENT_S = 900
 """A dead letter this recent means the stream is growing (``MeshDeadLetterGrowing``)."""

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mesh.embedded import free_port
-from monitoring import alertstack
-from workers.procs import wait_for
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.monitoring import alertstack
+from worker_mesh.workers.procs import wait_for
 
 CONFIG = alertstack.ALERTMANAGER_CONFIG
 

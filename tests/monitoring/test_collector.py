@@ -9,13 +9,13 @@ import time
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from chains.registry import Workflow
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from monitoring.celery_hooks import running_key, workers_key
-from monitoring.collector import MeshCollector
 from tests.support.runs import finished_run
+from worker_mesh.chains.registry import Workflow
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring.celery_hooks import running_key, workers_key
+from worker_mesh.monitoring.collector import MeshCollector
 
 
 def _scrape(r: redis.Redis, settings: MeshSettings, workflows: list[Workflow]) -> str:
@@ -96,7 +96,7 @@ def test_sla_and_failure_threshold_come_from_settings(settings: MeshSettings,
     assert 'mesh_workflow_failing_alert_runs{workflow="probe"} 2.0' in text
     assert 'mesh_workflow_failing_alert_runs{workflow="other"} 3.0' in text
     assert 'mesh_runs_overdue{workflow="probe"} 0.0' in text
-    from monitoring.snapshot import take
+    from worker_mesh.monitoring.snapshot import take
 
     errors = take(r, s, wfs).errors
     assert "workflows.sla_s names no registered workflow: nope" in errors
@@ -131,7 +131,7 @@ def test_dead_letters_are_counted_by_reason_and_type_once(settings: MeshSettings
 
 def test_dispatchers_alive_come_from_heartbeats(settings: MeshSettings, r: redis.Redis) -> None:
     # Given: a consumer group with a dead member, one fresh heartbeat, one a minute old
-    from monitoring import heartbeats
+    from worker_mesh.monitoring import heartbeats
 
     keys = Keys(settings.redis.key_prefix)
     r.xgroup_create(keys.stream(0), settings.dispatcher.group, id="0", mkstream=True)
@@ -174,7 +174,7 @@ def test_back_to_back_off_peak_windows_do_not_close_at_midnight(settings: MeshSe
                                                                  r: redis.Redis) -> None:
     from datetime import UTC, datetime
 
-    from monitoring.snapshot import take
+    from worker_mesh.monitoring.snapshot import take
 
     s = MeshSettings.load(settings.to_env() | {"MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'})
     late = datetime(2026, 12, 1, 23, 50, tzinfo=UTC).timestamp()

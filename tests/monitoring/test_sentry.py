@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from chains.loader import load_workflows
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.monitoring import sentry_collector
 from tests.support.procs import Proc, start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 @pytest.fixture
@@ -112,10 +112,10 @@ def test_every_failure_names_its_workflow_run_step_event_type_and_model(
     # Given: a worker and a dispatcher reporting to the local collector; the test
     # workflows run the churn model (so their events carry churn's version, not every
     # model the worker loaded).
-    from chains.registry import REGISTRY
-    from chains.starter import CeleryStarter, StartRequest
-    from events.base import Envelope
-    from events.catalog import CustomerUpdated
+    from worker_mesh.chains.registry import REGISTRY
+    from worker_mesh.chains.starter import CeleryStarter, StartRequest
+    from worker_mesh.events.base import Envelope
+    from worker_mesh.events.catalog import CustomerUpdated
 
     s = MeshSettings.load(settings.to_env() | {
         "MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks", "tests.monitoring.sentry_probe"]',

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from monitoring import heartbeats, verdicts
-from monitoring.celery_hooks import workers_key
-from monitoring.snapshot import Snapshot, StuckRun
 from tests.support.procs import ROOT, child_env, start, wait_for
 from tests.support.runs import finished_run
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import heartbeats, verdicts
+from worker_mesh.monitoring.celery_hooks import workers_key
+from worker_mesh.monitoring.snapshot import Snapshot, StuckRun
 
 PROBE = {"MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]',
          "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]'}  # open all day: never closing
@@ -34,7 +34,7 @@ def _settings(settings: MeshSettings, **env: str) -> MeshSettings:
 
 
 def _status(settings: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", "status", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "status", *args], cwd=ROOT,
                           env=child_env(settings), capture_output=True, text=True, timeout=120)
 
 

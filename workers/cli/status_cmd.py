@@ -21,8 +21,8 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
-from workers.cli.flow_status import flow_data, render_flow
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli.flow_status import flow_data, render_flow
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -41,7 +41,7 @@ def _iso(ts: float | None) -> str | None:
 
 def status_data(snap: Any) -> dict[str, Any]:
     """The JSON form of a snapshot (also what the tables show)."""
-    from monitoring.verdicts import judge
+    from worker_mesh.monitoring.verdicts import judge
 
     now = snap.taken_at
     verdicts = [v.as_dict() for v in judge(snap)]
@@ -141,9 +141,9 @@ def status_cmd(as_json: bool) -> None:
     Problems: no_dispatcher, unserved_queue, dead_letters_growing, stale_workflow,
     failing_workflow, stuck_runs, gpu_backlog_at_risk (`--json`: "verdicts").
     Exit status 1 when there is any, 3 when Redis cannot be read, 2 for bad settings."""
-    from chains.loader import load_workflows
-    from mesh.redis_conn import make_client, translate_errors
-    from monitoring.snapshot import take
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.mesh.redis_conn import make_client, translate_errors
+    from worker_mesh.monitoring.snapshot import take
 
     settings = load_settings()
     registry = load_workflows(settings)
