@@ -37,13 +37,36 @@ def modules() -> list[str]:
     return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
+def select(names: list[str], only: str) -> list[str]:
+    """The modules ``--only`` names (all when empty), in run order; ``detect`` names
+    ``bench_detect`` too (the ``bench_`` prefix is optional). ValueError on unknown names."""
+    if not only:
+        return names
+    wanted = [n.strip() if n.strip() in names else f"bench_{n.strip()}"
+              for n in only.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})")
+    return [n for n in names if n in wanted]
+
+
 def supports_quick(name: str) -> bool:
     path = Path(benchmarks.__path__[0]) / f"{name}.py"
     return "--quick" in path.read_text(encoding="utf-8")
 
 
+def declared_timeout_s(name: str) -> float:
+    """A module that needs longer than ``--timeout-s`` says so: ``RUN_ALL_TIMEOUT_S = N``."""
+    import re
+
+    path = Path(benchmarks.__path__[0]) / f"{name}.py"
+    m = re.search(r"^RUN_ALL_TIMEOUT_S = (\d+)", path.read_text(encoding="utf-8"), re.M)
+    return float(m[1]) if m else 0.0
+
+
 def run_one(name: str, quick: bool, timeout_s: float) -> dict[str, Any]:
     """Run one module; returns the result documents it wrote (by benchmark name)."""
+    timeout_s = max(timeout_s, declared_timeout_s(name))
     args = [sys.executable, "-m", f"benchmarks.{name}"]
     if quick and supports_quick(name):
         args.append("--quick")
@@ -71,15 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=None,
                     help="per module (default 900, more for the long ones: TIMEOUTS_S)")
     args = ap.parse_args(argv)
-    names = modules()
-    if args.only:
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        wanted = [f"bench_{n}" if n not in names and f"bench_{n}" in names else n
-                  for n in wanted]  # `--only ratelimit` names benchmarks/bench_ratelimit.py
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            ap.error(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})")
-        names = [n for n in names if n in wanted]
+    try:
+        names = select(modules(), args.only)
+    except ValueError as exc:
+        ap.error(str(exc))
     results: dict[str, Any] = {}
     failed: list[str] = []
     for name in names:

@@ -20,7 +20,8 @@ Every run's canvas gets:
   task is ended by that task's own step record: no second task per run.
 
 The messages the dispatcher sends are made cheap to build: a short ``argsrepr``
-(``run <run_id>``: no event fields in Flower or the logs), no per-message queue
+(``workflow=<name> event=<type> id=<event id> run=<run id>``: who and why, no event
+fields, in Flower and the logs), no per-message queue
 declaration (``declare=[]``: on the Redis transport a queue needs none, see
 ``_sending``), and no ``task-sent`` event (Flower and the metrics see each task from
 the worker's own received/started/succeeded events; starts are counted by the
@@ -116,7 +117,7 @@ class CeleryStarter:
         self._check_registered(body, wf.name)
         _with_headers(body, ctx.headers)
         _link_error_everywhere(body, errback)
-        _short_reprs(body, f"run {req.run_id}")
+        _short_reprs(body, f"workflow={wf.name} event={req.env.type} id={req.env.event_id} run={req.run_id}")
         last = _last_task(body)
         if last is None or not self._is_mesh_task(last.task):
             finished = self.app.signature(FINISHED_TASK, args=(ctx.meta, started_at),

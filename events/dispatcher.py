@@ -471,7 +471,7 @@ class Dispatcher:
             tally.report()
             for e in part:
                 if e.dlq is not None:
-                    metrics.dead_lettered(e.dlq[0], event_type=e.type_label)
+                    metrics.dead_lettered(e.dlq[0], event_type=e.text_fields.get("type") or e.type_label)
                     log.warning("dead-lettered %s (%s): %s", e.id, e.dlq[0], e.dlq[1][:300])
                 elif e.outcome == oc.STARTED:
                     metrics.dispatch_latency(now - entry_ms(e.id) / 1000)

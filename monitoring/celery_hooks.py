@@ -90,20 +90,43 @@ def _queue_of(task: Any) -> str:
     return str(info.get("routing_key") or getattr(task, "queue", None) or "cpu")
 
 
+def run_identity(task_id: str | None, args: Any) -> dict[str, Any]:
+    """The run a task execution belongs to: ``run_id`` and ``step`` from the task id
+    (``<run_id>:<step>`` for every task of a mesh run, ``RunContext.sig``), the rest
+    (``workflow``, ``workflow_version``, ``event_type``) from the run metadata among the
+    positional arguments. Not only the first: a chain step after the first gets its
+    parent's result first, a chord body the list of the header's results, an error
+    callback Celery's request; the metadata of this run wins over any other."""
+    run_id = step = None
+    if task_id and ":" in task_id:
+        run_id, _, step = task_id.partition(":")
+    found: dict[str, Any] = {}
+    for a in args or ():
+        if isinstance(a, dict) and "workflow" in a and "run_id" in a:
+            if run_id is None or a.get("run_id") == run_id:
+                found = a
+                break
+            found = found or a
+    out = {k: found[k] for k in ("run_id", "workflow", "workflow_version", "event_type")
+           if found.get(k)}
+    if run_id and (not found or found.get("run_id") == run_id):
+        out.update(run_id=run_id, step=step)
+    return out
+
+
 def _meta(task: Any, args: Any) -> dict[str, Any]:
-    """The run's metadata: from the message headers the starter puts on every task of
-    a run (every step, chord members included), else from a built-in task's first
-    argument (messages sent before headers existed)."""
-    headers = getattr(getattr(task, "request", None), "headers", None) or {}
+    """The run's metadata: from the message headers the starter puts on every task of a
+    run (every step, chord members included), else found among the arguments
+    (``run_identity``: messages sent before headers existed, error callbacks)."""
+    request = getattr(task, "request", None)
+    task_id = getattr(request, "id", None)
+    headers = getattr(request, "headers", None) or {}
     if headers.get("mesh_workflow"):
         meta = {k[5:]: v for k, v in headers.items() if str(k).startswith("mesh_")}
-        task_id = getattr(task.request, "id", None) or ""
-        if len(task_id) > 37 and task_id[36] == ":":
+        if task_id and len(task_id) > 37 and task_id[36] == ":":
             meta["run_id"], meta["step"] = task_id[:36], task_id[37:]
         return meta
-    if args and isinstance(args[0], dict) and "workflow" in args[0]:
-        return args[0]
-    return {}
+    return run_identity(task_id, args)
 
 
 # -- worker process lifecycle -------------------------------------------------------------
@@ -197,12 +220,13 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     queue = _queue_of(task)
     _started[task_id] = time.monotonic()
     metrics.task_started(queue)
-    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), _meta(task, args), args or ())
+    meta = _meta(task, args)
+    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), meta, args or ())
     try:
         rt = _runtime(app)
         limit = task.time_limit or app.conf.task_time_limit or 0
         entry = {"task": task.name, "queue": queue, "started": time.time(), "limit_s": limit,
-                 "pid": os.getpid(), "workflow": _meta(task, args).get("workflow")}
+                 "pid": os.getpid(), "workflow": meta.get("workflow")}
         rt.redis.hset(running_key(rt.keys), task_id, json.dumps(entry))
     except Exception:
         log.debug("running-task registry failed", exc_info=True)

@@ -8,9 +8,12 @@ stream / dispatcher                             ``mesh_stream_length{partition}`
                                                 ``mesh_stream_entries_added_total{partition}``,
                                                 ``mesh_consumer_lag{partition}``,
                                                 ``mesh_consumer_pending{partition}``,
-                                                ``mesh_dispatchers_alive``,
+                                                ``mesh_dispatchers_alive`` (heartbeats),
+                                                ``mesh_dispatchers_known``,
                                                 ``mesh_stream_outcomes_total{outcome}``
-dead letters                                    ``mesh_dlq_length``, ``mesh_dlq_entries_added_total``
+dead letters                                    ``mesh_dlq_length``,
+                                                ``mesh_dlq_entries_added_total{reason,type}``,
+                                                ``mesh_dlq_last_added_timestamp_seconds{reason,type}``
 Celery queues / workers                         ``mesh_queue_length{queue}``,
                                                 ``mesh_queue_reserved_tasks{queue}``,
                                                 ``mesh_workers_alive{queue}``,
@@ -24,7 +27,10 @@ runs (the run ledger)                           ``mesh_runs_total{state}``, ``me
 workflows                                       ``mesh_workflow_last_success_timestamp_seconds``,
                                                 ``mesh_workflow_sla_seconds``,
                                                 ``mesh_workflow_registered_timestamp_seconds``,
-                                                ``mesh_workflow_finished_total{workflow,outcome}``
+                                                ``mesh_workflow_finished_total{workflow,outcome}``,
+                                                ``mesh_workflow_failing_alert_runs``,
+                                                ``mesh_workflow_failures_since_success``
+runs (the run ledger)                           ``mesh_runs_overdue{workflow}``
 results                                         ``mesh_result_oldest_timestamp_seconds{kind}``,
                                                 ``mesh_results{kind}``
 GPU pool                                        ``mesh_gpu_held_items{queue}``,
@@ -116,10 +122,11 @@ def _stream_families(snap: Snapshot) -> Iterator[Any]:
         pending.add_metric([p], s.pending)
         consumers.add_metric([p], s.consumers)
     yield from (length, added, lag, pending, consumers)
-    alive = _gauge("mesh_dispatchers_alive",
-                   "Dispatchers that read from the stream recently (max over partitions).")
+    alive = _gauge("mesh_dispatchers_alive", "Dispatchers with a recent heartbeat.")
     alive.add_metric([], snap.dispatchers_alive)
-    yield alive
+    known = _gauge("mesh_dispatchers_known", "Dispatchers with a heartbeat in the last day.")
+    known.add_metric([], snap.dispatchers_known)
+    yield from (alive, known)
     outcomes = CounterMetricFamily("mesh_stream_outcomes", "Stream entries by recorded outcome.",
                                    labels=["outcome"])
     for name in sorted(set(snap.outcomes) | {"started", "deduplicated", "coalesced",
@@ -128,9 +135,15 @@ def _stream_families(snap: Snapshot) -> Iterator[Any]:
     yield outcomes
     dlq = _gauge("mesh_dlq_length", "Entries in the dead-letter stream.")
     dlq.add_metric([], snap.dlq_length)
-    dlq_added = CounterMetricFamily("mesh_dlq_entries_added", "Entries ever dead-lettered.")
-    dlq_added.add_metric([], snap.dlq_added)
-    yield from (dlq, dlq_added)
+    dlq_added = CounterMetricFamily("mesh_dlq_entries_added", "Entries ever dead-lettered, "
+                                    "by reason code and event type.", labels=["reason", "type"])
+    dlq_last = _gauge("mesh_dlq_last_added_timestamp_seconds",
+                      "Unix time of the newest dead letter of the reason and event type.",
+                      ["reason", "type"])
+    for (reason, etype), (n, last) in sorted(snap.dlq_by.items()):
+        dlq_added.add_metric([reason, etype], n)
+        dlq_last.add_metric([reason, etype], last)
+    yield from (dlq, dlq_added, dlq_last)
 
 
 def _queue_families(snap: Snapshot, settings: Any) -> Iterator[Any]:
@@ -181,6 +194,15 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
                               labels=["workflow", "outcome"])
     retries = CounterMetricFamily("mesh_workflow_task_retries", "Task retries within the workflow.",
                                   labels=["workflow"])
+    failing = _gauge("mesh_workflow_failing_alert_runs", "Failed runs in a row that alert "
+                     "(workflows.failing_alert_runs).", ["workflow"])
+    streak = _gauge("mesh_workflow_failures_since_success",
+                    "Runs that failed since the workflow's last success.", ["workflow"])
+    overdue = _gauge("mesh_runs_overdue", "Runs in flight past their re-drive deadline.",
+                     ["workflow"])
+    stuck: dict[str, int] = {}
+    for run in snap.stuck:
+        stuck[run.workflow] = stuck.get(run.workflow, 0) + 1
     for w in snap.workflows:
         if w.last_success is not None:
             last.add_metric([w.name], w.last_success)
@@ -190,7 +212,12 @@ def _workflow_families(snap: Snapshot) -> Iterator[Any]:
         fin.add_metric([w.name, "succeeded"], w.successes)
         fin.add_metric([w.name, "failed"], w.failures)
         retries.add_metric([w.name], w.retries)
-    yield from (last, sla, reg, fin, retries)
+        failing.add_metric([w.name], w.failing_alert_runs)
+        streak.add_metric([w.name], w.failures_since_success)
+        overdue.add_metric([w.name], stuck.pop(w.name, 0))
+    for name, n in sorted(stuck.items()):  # runs of workflows no longer registered
+        overdue.add_metric([name], n)
+    yield from (last, sla, reg, fin, retries, failing, streak, overdue)
     yield from _run_families(snap)
     oldest = _gauge("mesh_result_oldest_timestamp_seconds",
                     "Write time of the stalest stored result of the kind.", ["kind"])
@@ -214,17 +241,10 @@ def _run_families(snap: Snapshot) -> Iterator[Any]:
         runs.add_metric([state], snap.runs_counts.get(state, 0))
     inflight = _gauge("mesh_runs_in_flight", "Runs started and not yet ended.")
     inflight.add_metric([], snap.runs_in_flight)
-    overdue = _gauge("mesh_runs_overdue", "Runs in flight past their re-drive deadline "
-                     "(no progress: stuck), by workflow.", ["workflow"])
-    for wf, n in sorted(snap.runs_overdue.items()):
-        overdue.add_metric([wf], n)
-    for wf in (w.name for w in snap.workflows):
-        if wf not in snap.runs_overdue:
-            overdue.add_metric([wf], 0)
     redriven = CounterMetricFamily("mesh_runs_redriven", "Runs re-sent by the re-driver "
                                    "(their messages were lost or their worker died).")
     redriven.add_metric([], snap.runs_counts.get("redriven", 0))
-    yield from (runs, inflight, overdue, redriven)
+    yield from (runs, inflight, redriven)  # mesh_runs_overdue: _workflow_families
 
 
 def _gpu_families(snap: Snapshot) -> Iterator[Any]:

@@ -164,12 +164,14 @@ def event_outcome(event_type: str, outcome: str, n: int = 1) -> None:
 
 @_safe
 def dead_lettered(reason: str, n: int = 1, event_type: str = "unknown") -> None:
-    """``reason`` is a short category (``invalid``, ``poison``, ``too_large``...)."""
+    """``reason`` is a short category (``invalid``, ``poison``, ``too_large``...);
+    ``event_type`` the type as written by the producer (the label folds it into the
+    catalog's types or ``other``; Sentry gets it as written)."""
     et = event_type if event_type == "unknown" else _event_type(event_type)
     EVENTS_DEAD_LETTERED.labels(bounded(reason), et).inc(n)
     from worker_mesh.monitoring import sentry
 
-    sentry.dead_lettered(bounded(reason), et, n)
+    sentry.dead_lettered(bounded(reason), et, n, raw_type=str(event_type))
 
 
 @_safe

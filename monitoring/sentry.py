@@ -7,12 +7,16 @@ no personal data.
 * Celery + Redis integrations. A task that is retried raises Celery's ``Retry``, which
   the Celery integration never reports, so a failure reaches Sentry once, when retries
   are exhausted (or at once for kinds that do not retry).
-* Tags: ``workflow``, ``task``, ``task_kind``, ``event_type``, ``model_version``
-  (set per task in ``task_prerun``, model versions from ``metrics.model_in_use``).
+* Tags: ``workflow``, ``workflow_version``, ``run_id``, ``step``, ``task``,
+  ``task_kind``, ``event_type`` (set per task in ``task_prerun`` from the task id
+  ``<run_id>:<step>`` and the run metadata, ``celery_hooks.run_identity``), and
+  ``model`` / ``model_version``: the version this process serves of the model the
+  workflow runs (``monitoring.workflow_models``, versions from ``metrics.model_in_use``).
 * Critical-kind tasks (``mesh_kind == "critical"``) are reported as ``fatal`` and flushed
   at once instead of waiting for the transport's batch.
 * Dead-lettered events (``metrics.dead_lettered``) become warning events grouped by
-  reason and event type, throttled per process.
+  reason and event type, throttled per process, tagged with the type the producer
+  wrote (an invalid event's too).
 * ``before_send`` scrubs every field named in ``monitoring.sentry_scrub_fields`` and every
   event-payload field marked ``json_schema_extra={"sensitive": True}``, at any depth
   (task arguments, extra, contexts, breadcrumbs); local variables are never sent; then
@@ -33,10 +37,12 @@ from worker_mesh.mesh.extras import require
 log = logging.getLogger(__name__)
 
 FILTERED = "[Filtered]"
+TAG_MAX_CHARS = 200
+"""Sentry's limit on a tag value."""
 DLQ_REPORT_EVERY_S = 10.0
 """At most one Sentry event per (reason, event type) per process in this many seconds."""
 
-_state: dict[str, Any] = {"enabled": False, "fields": frozenset()}
+_state: dict[str, Any] = {"enabled": False, "fields": frozenset(), "workflow_models": {}}
 _lock = threading.Lock()
 _last_dlq: dict[tuple[str, str], float] = {}
 
@@ -87,8 +93,11 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
     from worker_mesh.monitoring import metrics
 
     versions = dict(metrics._model_versions)
-    if versions and "model_version" not in tags:
-        tags["model_version"] = ",".join(f"{m}={v}" for m, v in sorted(versions.items()))
+    model = _state["workflow_models"].get(tags.get("workflow", ""))
+    if model and model in versions and "model_version" not in tags:
+        tags["model"], tags["model_version"] = model, versions[model]
+    if versions:  # every model this process serves, for context (not a tag: not "the" one)
+        event.setdefault("contexts", {})["models"] = dict(sorted(versions.items()))
     if tags.get("task_kind") == "critical" and event.get("exception"):
         event["level"] = "fatal"
     return redact.value(event)  # type: ignore[no-any-return]
@@ -117,6 +126,7 @@ def init(settings: Any) -> bool:
 
         _state["fields"] = frozenset(f.lower() for f in
                                      (*mon.sentry_scrub_fields, *sensitive_payload_fields()))
+        _state["workflow_models"] = dict(mon.workflow_models)
         sentry_sdk.init(
             dsn=mon.sentry_dsn.get_secret_value(),
             environment=mon.environment,
@@ -141,7 +151,8 @@ def enabled() -> bool:
 
 
 def task_scope(task_name: str, kind: str | None, meta: dict[str, Any], args: Iterable[Any]) -> None:
-    """Tag the current (per-task) scope: called from the task_prerun hook."""
+    """Tag the current (per-task) scope: called from the task_prerun hook with the run
+    identity of ``celery_hooks.run_identity`` (workflow, run id, step, event type)."""
     if not _state["enabled"]:
         return
     import sentry_sdk
@@ -150,13 +161,14 @@ def task_scope(task_name: str, kind: str | None, meta: dict[str, Any], args: Ite
     scope.set_tag("task", task_name)
     if kind:
         scope.set_tag("task_kind", kind)
-    if meta.get("workflow"):
-        scope.set_tag("workflow", str(meta["workflow"]))
-        scope.set_tag("workflow_version", str(meta.get("workflow_version", "")))
-        scope.set_context("run", {"run_id": meta.get("run_id")})
+    for key in ("workflow", "workflow_version", "run_id", "step"):
+        if meta.get(key):
+            scope.set_tag(key, str(meta[key])[:TAG_MAX_CHARS])
+    if meta.get("run_id"):
+        scope.set_context("run", {k: meta.get(k) for k in ("run_id", "step", "workflow")})
     event_type = meta.get("event_type") or _event_type_in(args)
     if event_type:
-        scope.set_tag("event_type", str(event_type))
+        scope.set_tag("event_type", str(event_type)[:TAG_MAX_CHARS])
     if meta.get("model_version"):
         scope.set_tag("model_version", str(meta["model_version"]))
 
@@ -179,12 +191,14 @@ def task_failed(kind: str | None) -> None:
         sentry_sdk.flush(timeout=5)
 
 
-def dead_lettered(reason: str, event_type: str, n: int = 1) -> None:
-    """Report dead-lettered events (grouped by reason and type, throttled)."""
+def dead_lettered(reason: str, event_type: str, n: int = 1, raw_type: str | None = None) -> None:
+    """Report dead-lettered events, grouped by reason and (bounded) type, throttled; the
+    ``event_type`` tag is the type as the producer wrote it (``raw_type``), also for an
+    invalid event or a type outside the catalog."""
     if not _state["enabled"]:
         return
     now = time.monotonic()
-    key = (reason, event_type)
+    key = (reason, raw_type or event_type)
     with _lock:
         if now - _last_dlq.get(key, -1e9) < DLQ_REPORT_EVERY_S:
             return
@@ -193,7 +207,7 @@ def dead_lettered(reason: str, event_type: str, n: int = 1) -> None:
 
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("dead_letter_reason", reason)
-        scope.set_tag("event_type", event_type)
+        scope.set_tag("event_type", (raw_type or event_type)[:TAG_MAX_CHARS])
         scope.set_extra("count", n)
         scope.fingerprint = ["mesh-dead-letter", reason, event_type]
         scope.level = "warning"

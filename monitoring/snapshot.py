@@ -4,8 +4,9 @@ running tasks, workflow freshness, result staleness, the GPU backlog.
 Both ``mesh exporter`` (``monitoring.collector``, at every scrape) and ``mesh status``
 read through here, so the dashboard and the status screen cannot disagree. Every read
 is bounded (a fixed number of commands per partition / queue / workflow); nothing scans
-the keyspace. The only writes: a workflow's first-seen time, and the removal of
-heartbeats and running-task entries left behind by killed workers.
+the keyspace. The only writes: a workflow's first-seen time, the dead-letter tally
+(``monitoring.dlq_tally``), and the removal of heartbeats and running-task entries left
+behind by killed workers and dispatchers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from worker_mesh.gpu_pool.routing import ALL_QUEUES
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import RunLedger
 from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import dlq_tally, heartbeats
 from worker_mesh.monitoring.celery_hooks import running_key, workers_key
 from worker_mesh.monitoring.metrics import results_key
 
@@ -48,11 +50,20 @@ class StreamInfo:
 class WorkflowInfo:
     name: str
     sla_s: int
+    """The SLA in force: ``workflows.sla_s`` when it names the workflow, else the registry's."""
     last_success: float | None
     successes: int = 0
     failures: int = 0
     retries: int = 0
     registered_at: float | None = None
+    failing_alert_runs: int = 3
+    """Failed runs in a row that alert (``workflows.failing_alert_runs``)."""
+    failures_since_success: int = 0
+    """Runs that failed since the last success (``_failure_streaks``)."""
+
+    @property
+    def failing(self) -> bool:
+        return self.failures_since_success >= self.failing_alert_runs
 
     def age_s(self, now: float) -> float | None:
         return None if self.last_success is None else max(now - self.last_success, 0.0)
@@ -64,6 +75,30 @@ class WorkflowInfo:
         return self.registered_at is not None and now - self.registered_at <= self.sla_s
 
 
+@dataclass(frozen=True)
+class StuckRun:
+    """A run in flight past its re-drive deadline (no progress: the stuck chord)."""
+
+    run_id: str
+    workflow: str
+    overdue_s: float
+    """Seconds past the deadline."""
+
+
+def stuck_runs(client: redis.Redis, keys: Keys, now: float, grace_s: float = 0.0) -> list[StuckRun]:
+    """Runs in flight past their re-drive deadline by more than ``grace_s`` (the
+    re-driver had its chance), from the run ledger's in-flight index (bounded read)."""
+    rows: Any = client.zrangebyscore(keys.runs_inflight(), "-inf", now - grace_s, start=0,
+                                     num=OVERDUE_READ_MAX, withscores=True)
+    if not rows:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for rid, _ in rows:
+        pipe.hget(keys.run(_s(rid)), "workflow")
+    return [StuckRun(_s(rid), _s(wf) if wf else "none", round(now - float(deadline), 3))
+            for (rid, deadline), wf in zip(rows, pipe.execute(), strict=True)]
+
+
 @dataclass
 class Snapshot:
     taken_at: float
@@ -71,6 +106,12 @@ class Snapshot:
     outcomes: dict[str, int] = field(default_factory=dict)
     dlq_length: int = 0
     dlq_added: int = 0
+    dlq_by: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    """(reason, event type) -> (dead letters ever, Unix time of the newest)."""
+    dispatchers: int = 0
+    """Dispatchers with a recent heartbeat (``monitoring.heartbeats``)."""
+    dispatchers_known: int = 0
+    """Dispatchers that sent a heartbeat within the last day (alive or not)."""
     queues: dict[str, int] = field(default_factory=dict)
     reserved: dict[str, int] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
@@ -86,6 +127,7 @@ class Snapshot:
     offpeak_open: bool | None = None
     offpeak_next: float | None = None
     offpeak_end: float | None = None
+    stuck: list[StuckRun] = field(default_factory=list)
     result_max_age: dict[str, int] = field(default_factory=dict)
     """Result kind -> age (s) past which a stored result is stale."""
     runs_counts: dict[str, int] = field(default_factory=dict)
@@ -97,7 +139,7 @@ class Snapshot:
 
     @property
     def dispatchers_alive(self) -> int:
-        return max((s.consumers_active for s in self.streams), default=0)
+        return self.dispatchers
 
     def out_of_sla(self) -> list[str]:
         return [w.name for w in self.workflows if not w.within_sla(self.taken_at)]
@@ -119,12 +161,16 @@ def take(client: redis.Redis, settings: MeshSettings, workflows: list[Any] | Non
     snap = Snapshot(taken_at=time.time() if now is None else now)
     _streams(client, settings, keys, snap)
     _dlq(client, keys, snap)
+    snap.dispatchers, snap.dispatchers_known = heartbeats.alive(
+        client, keys, snap.taken_at, settings.monitoring.worker_dead_after_s)
     _queues(client, keys, snap)
     _workers(client, settings, keys, snap)
-    _workflows(client, keys, workflows or [], snap)
+    _workflows(client, settings, keys, workflows or [], snap)
     _runs(client, settings, keys, snap)
     _results(client, keys, snap, result_kinds(workflows or []))
     _gpu(client, settings, keys, snap)
+    snap.stuck = stuck_runs(client, keys, snap.taken_at, 2 * settings.runs.redrive_interval_s)
+    snap.runs_overdue = dict(Counter(r.workflow for r in snap.stuck))
     return snap
 
 
@@ -167,6 +213,10 @@ def _dlq(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
         snap.dlq_added = int(_info_get(info, "entries-added", snap.dlq_length) or 0)
     except redis.ResponseError:
         pass
+    try:
+        snap.dlq_by = dlq_tally.tally(client, keys)
+    except redis.RedisError as exc:  # e.g. a cluster refusing the script's keys: show, go on
+        snap.errors.append(f"dead letters by reason/type: {exc}")
 
 
 def _queues(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
@@ -228,7 +278,8 @@ def _workers(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snap
         client.hdel(running_key(keys), *stale)
 
 
-def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snapshot) -> None:
+def _workflows(client: redis.Redis, settings: MeshSettings, keys: Keys, workflows: list[Any],
+               snap: Snapshot) -> None:
     last = {_s(k): float(v) for k, v in client.hgetall(keys.runs_last_success()).items()}
     reg_key = keys.ns("mon", "workflows", "registered")
     pipe = client.pipeline(transaction=False)
@@ -239,8 +290,40 @@ def _workflows(client: redis.Redis, keys: Keys, workflows: list[Any], snap: Snap
     for wf in workflows:
         stats = {_s(k): int(v) for k, v in client.hgetall(keys.runs_stats(wf.name)).items()}
         snap.workflows.append(WorkflowInfo(
-            wf.name, int(wf.sla_s), last.get(wf.name), stats.get("successes", 0),
-            stats.get("failures", 0), stats.get("retries", 0), registered.get(wf.name)))
+            wf.name, settings.workflows.sla_for(wf.name, int(wf.sla_s)), last.get(wf.name),
+            stats.get("successes", 0), stats.get("failures", 0), stats.get("retries", 0),
+            registered.get(wf.name), settings.workflows.failing_runs_for(wf.name)))
+    _failure_streaks(client, keys, snap.workflows)
+    names = {wf.name for wf in workflows}
+    for setting in ("sla_s", "failing_alert_runs"):
+        unknown = sorted(set(getattr(settings.workflows, setting)) - names)
+        if unknown:
+            snap.errors.append(f"workflows.{setting} names no registered workflow: "
+                               f"{', '.join(unknown)}")
+
+
+def _failure_streaks(client: redis.Redis, keys: Keys, infos: list[WorkflowInfo]) -> None:
+    """Failures since each workflow's last success, from the run statistics' two
+    counters: a hash keeps (successes, failures) as they were when the successes last
+    changed; failures beyond that base are the current streak. Exact when reads are more
+    frequent than runs ending; a success and failures between two reads count as a
+    success (the streak restarts), which only delays ``MeshWorkflowFailing``. A
+    workflow that never succeeded counts every failure."""
+    key = keys.ns("mon", "workflows", "failure_base")
+    bases = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+    changed: dict[Any, Any] = {}  # redis-py's Mapping is invariant in its key type
+    for w in infos:
+        try:
+            base_ok, base_failed = (int(x) for x in bases[w.name].split("|"))
+        except (KeyError, ValueError):
+            base_ok, base_failed = w.successes, (0 if w.successes == 0 else w.failures)
+            changed[w.name] = f"{base_ok}|{base_failed}"
+        if base_ok != w.successes or w.failures < base_failed:  # a success, or a reset
+            base_ok, base_failed = w.successes, w.failures
+            changed[w.name] = f"{base_ok}|{base_failed}"
+        w.failures_since_success = w.failures - base_failed
+    if changed:
+        client.hset(key, mapping=changed)
 
 
 OVERDUE_READ_MAX = 1000
@@ -254,14 +337,6 @@ def _runs(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapsho
     ledger = RunLedger(client, keys, settings.runs)
     snap.runs_counts = ledger.counts()
     snap.runs_in_flight = ledger.in_flight_count()
-    grace = 2 * settings.runs.redrive_interval_s
-    ids = client.zrangebyscore(keys.runs_inflight(), "-inf", snap.taken_at - grace,
-                               start=0, num=OVERDUE_READ_MAX)
-    if ids:
-        pipe = client.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hget(keys.run(_s(rid)), "workflow")
-        snap.runs_overdue = dict(Counter(_s(w) if w else "none" for w in pipe.execute()))
 
 
 BUILTIN_RESULT_KINDS = {"churn": 172_800, "embedding": 172_800, "content": 172_800}
@@ -296,8 +371,8 @@ def _gpu(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot
         snap.offpeak_open = windows.is_open(now)
         nxt = windows.next_open(now)
         snap.offpeak_next = None if nxt is None else nxt.timestamp()
-        ends = [e for w in windows.windows if (e := w.current_end(now)) is not None]
-        snap.offpeak_end = max(ends).timestamp() if ends else None
+        end = _window_end(windows, now)
+        snap.offpeak_end = None if end is None else end.timestamp()
     except Exception as exc:  # module absent or a bad window spec: show, don't fail
         snap.errors.append(f"off-peak windows: {exc}")
     if not hasattr(keys, "gpu_held_order"):
@@ -315,3 +390,20 @@ def _gpu(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot
         parts = _s(k).split("|")
         if len(parts) == 3:
             snap.gpu_seconds[(parts[0], parts[1], parts[2])] = float(v)
+
+
+def _window_end(windows: Any, now: datetime) -> datetime | None:
+    """When the open off-peak time ends: windows that follow each other without a gap
+    (``00:00-24:00``, or ``22:00-24:00`` then ``00:00-06:00``) count as one, so an
+    all-day window never "closes within 30 minutes" at 23:40."""
+    end: datetime | None = None
+    at = now
+    for _ in range(8):  # open for more than a week: far enough
+        ends = [e for w in windows.windows if (e := w.current_end(at)) is not None]
+        if not ends:
+            return end
+        end = max(ends)
+        if not windows.is_open(end):
+            return end
+        at = end
+    return end

@@ -164,7 +164,8 @@ def test_every_task_carries_a_short_repr_instead_of_its_arguments() -> None:
 
     canvas = _canvas(build)
     run_id = canvas.tasks[0].args[0]["run_id"]
-    assert [t.options["argsrepr"] for t in canvas.tasks] == [f"run {run_id}"] * 2
+    who = f"workflow=w event={ENV.type} id={ENV.event_id} run={run_id}"
+    assert [t.options["argsrepr"] for t in canvas.tasks] == [who] * 2
     assert [t.options["kwargsrepr"] for t in canvas.tasks] == ["", ""]
 
 

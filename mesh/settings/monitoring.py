@@ -21,9 +21,10 @@ class MonitoringSettings(BaseModel):
     multiproc_dir: str | None = None
     """Folder of a prefork worker's multiprocess metric files (None: a new temp folder)."""
     heartbeat_s: float = Field(default=5.0, gt=0)
-    """How often a worker writes its heartbeat (workers alive per queue)."""
+    """How often a worker or a dispatcher writes its heartbeat (workers alive per queue,
+    dispatchers alive)."""
     worker_dead_after_s: float = Field(default=30.0, gt=0)
-    """A worker whose last heartbeat is older than this counts as gone."""
+    """A worker or dispatcher whose last heartbeat is older than this counts as gone."""
     flower_port: int = Field(default=5555, ge=1, le=65535)
     """Port of `mesh flower`."""
     flower_basic_auth: SecretStr | None = None
@@ -37,3 +38,8 @@ class MonitoringSettings(BaseModel):
     sentry_scrub_fields: list[str] = Field(default_factory=lambda: [
         "email", "name", "phone", "address", "body", "password", "token", "api_key"])
     """Payload / argument field names whose values never leave the process."""
+    workflow_models: dict[str, str] = Field(default_factory=lambda: {
+        "churn": "churn", "churn-rescore": "churn", "retrain": "churn", "reembed": "embedding"})
+    """Which model each workflow runs (JSON workflow -> model name, as the model registry
+    names it): a Sentry event of the workflow is tagged with that model's version in the
+    process (``model_version``), not every model the process ever loaded."""

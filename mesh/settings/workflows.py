@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class WorkflowSettings(BaseModel):
@@ -44,3 +44,29 @@ class WorkflowSettings(BaseModel):
     """A candidate is promoted when its held-out ROC AUC >= current AUC - this (0: not worse)."""
     churn_rescore_after_promotion: bool = True
     """Start the batch rescoring of all customers when a new churn model is promoted."""
+    sla_s: dict[str, int] = Field(default_factory=dict)
+    """Freshness SLA per workflow in seconds (``MESH_WORKFLOWS_SLA_S='{"churn": 1800}'``),
+    overriding the ``sla_s`` its module registers: ``MeshWorkflowStale`` and ``mesh
+    status`` judge freshness against it. A name that matches no workflow is reported by
+    ``mesh status`` and the exporter."""
+    failing_alert_runs: dict[str, int] = Field(default_factory=dict)
+    """Runs failed in a row (no success between them) that make ``MeshWorkflowFailing``
+    fire and ``mesh status`` say "failing", per workflow (JSON like ``sla_s``); a
+    workflow not named gets ``failing_alert_runs_default``."""
+    failing_alert_runs_default: int = Field(default=3, ge=1)
+    """Default of ``failing_alert_runs``."""
+
+    @field_validator("sla_s", "failing_alert_runs")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(name for name, v in value.items() if v < 1)
+        if bad:
+            raise ValueError(f"must be >= 1 for every workflow (bad: {', '.join(bad)})")
+        return value
+
+    def sla_for(self, workflow: str, registered_s: int) -> int:
+        """The workflow's freshness SLA: the setting when given, else the registry's."""
+        return int(self.sla_s.get(workflow, registered_s))
+
+    def failing_runs_for(self, workflow: str) -> int:
+        return int(self.failing_alert_runs.get(workflow, self.failing_alert_runs_default))

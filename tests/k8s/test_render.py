@@ -134,3 +134,14 @@ def test_images_carry_the_package_version(overlay: str, rendered: dict) -> None:
     images = {c["image"] for o in rendered[overlay] if o["kind"] == "Deployment"
               for c in o["spec"]["template"]["spec"]["containers"]}
     assert images and all(i.endswith(":" + version("worker-mesh")) for i in images), images
+
+
+def test_the_intervals_the_rules_are_sized_for_are_stated(rendered: dict) -> None:
+    # The ServiceMonitor scrapes at the interval the rules are sized for, every rule
+    # group says its evaluation interval, and the PrometheusRule names both.
+    monitor = find(rendered["prod"], "ServiceMonitor", "mesh")
+    assert {e["interval"] for e in monitor["spec"]["endpoints"]} == {_k8s.SCRAPE_INTERVAL}
+    rule = find(rendered["prod"], "PrometheusRule", "mesh-alerts")
+    assert {g["interval"] for g in rule["spec"]["groups"]} == {"15s"}
+    notes = rule["metadata"]["annotations"]
+    assert notes["mesh.io/scrape-interval"] == "15s" and notes["mesh.io/evaluation-interval"] == "15s"

@@ -246,6 +246,26 @@ def test_flower_api_lists_the_tasks_the_worker_ran(mesh: Mesh) -> None:
     assert err.value.code == 401
 
 
+def test_flower_shows_each_runs_workflow_event_type_and_event_id(mesh: Mesh) -> None:
+    # Given: the probe runs the dispatcher started from customer.activity events (each
+    # recorded its run id and event id when it ran).
+    keys = Keys(mesh.settings.redis.key_prefix)
+    ran = [json.loads(x) for x in mesh.client.lrange(keys.ns("probe", "runs"), 0, -1)]
+    runs = {(x["event"]["event_id"], x["meta"]["run_id"]) for x in ran
+            if x["event"]["type"] == "customer.activity"}
+    assert runs
+    expected = {f"workflow=probe event=customer.activity id={eid} run={rid}" for eid, rid in runs}
+
+    # When: an operator lists the tasks in Flower
+    def shown() -> set[str]:
+        tasks = _get(f"{mesh.flower}/api/tasks?limit=1000", FLOWER_AUTH)
+        return {str(v.get("args")) for v in tasks.values() if v.get("name") == "mesh.probe.record"}
+
+    # Then: each run's task names its workflow, event type, event id and run id
+    wait_for(lambda: expected <= shown(), timeout_s=60, interval_s=1,
+             what="Flower to show the runs' identities")
+
+
 def _samples(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():

@@ -69,7 +69,8 @@ def test_failures_dead_letters_and_beat_check_ins_reach_sentry(
         assert tags["workflow"] == "probe"
         assert tags["event_type"] == "customer.updated"
         assert tags["task_kind"] == "test_quick"
-        assert "churn=v7" in tags["model_version"]
+        # probe runs no model: the models this worker serves are context, not a tag
+        assert "model_version" not in tags and event["contexts"]["models"] == {"churn": "v7"}
         assert event["environment"] == "test"
         assert "provider down" in json.dumps(event["exception"])
 
@@ -100,6 +101,72 @@ def test_failures_dead_letters_and_beat_check_ins_reach_sentry(
         wait_for(lambda: {"in_progress", "ok"} <= check_ins(), timeout_s=150,
                  what="the beat entry's check-ins")
         assert len(_errors(collector, "mesh.test.sentry.flaky")) == 1, "retries reported as issues"
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_every_failure_names_its_workflow_run_step_event_type_and_model(
+        settings: MeshSettings, r: redis.Redis, collector: sentry_collector.Collector,
+        tmp_path: Path) -> None:
+    # Given: a worker and a dispatcher reporting to the local collector; the test
+    # workflows run the churn model (so their events carry churn's version, not every
+    # model the worker loaded).
+    from worker_mesh.chains.registry import REGISTRY
+    from worker_mesh.chains.starter import CeleryStarter, StartRequest
+    from worker_mesh.events.base import Envelope
+    from worker_mesh.events.catalog import CustomerUpdated
+
+    s = MeshSettings.load(settings.to_env() | {
+        "MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks", "tests.monitoring.sentry_probe"]',
+        "MESH_MONITORING_SENTRY_DSN": collector.dsn,
+        "MESH_MONITORING_WORKFLOW_MODELS": '{"sentry-chain": "churn", "sentry-chord": "churn"}',
+    })
+    keys = Keys(s.redis.key_prefix)
+    procs: list[Proc] = [
+        start("worker", ["worker", "-Q", "cpu", "-c", "2"], s, tmp_path / "logs"),
+        start("dispatcher", ["dispatcher"], s, tmp_path / "logs"),
+    ]
+    try:
+        client_settings = MeshSettings.load({k: v for k, v in s.to_env().items()
+                                             if k != "MESH_MONITORING_SENTRY_DSN"})
+        load_workflows(client_settings)
+        app = create_app(client_settings)
+        starter = CeleryStarter(app, REGISTRY)
+        env = Envelope.wrap(CustomerUpdated(customer_id="42", plan="pro"))
+        runs = {wf: starter.run_id(wf, env) for wf in ("sentry-chain", "sentry-chord")}
+
+        # When: a chain whose third step fails and a chord whose second member fails are
+        # started the way the dispatcher starts runs; and an invalid customer.updated
+        # entry reaches the dispatcher.
+        for wf, run_id in runs.items():
+            starter.start(StartRequest(wf, env, run_id, 1, None))
+        r.xadd(keys.stream(0), {"id": "bad-1", "type": "customer.updated", "v": "1",
+                                "ts": "not a time", "payload": "{}"})
+
+        # Then: each failure carries the run's identity.
+        def failure(step: str) -> list[dict]:
+            return [e for e in _errors(collector, "mesh.test.sentry.step_fail")
+                    if e["tags"].get("step") == step]
+
+        [third] = wait_for(lambda: failure("three"), timeout_s=90, what="the chain's 3rd step")
+        want = {"workflow": "sentry-chain", "workflow_version": "3",
+                "run_id": runs["sentry-chain"], "step": "three", "event_type": "customer.updated",
+                "model": "churn", "model_version": "v7"}
+        assert {k: third["tags"].get(k) for k in want} == want
+        [member] = wait_for(lambda: failure("member-1"), timeout_s=90, what="the chord member")
+        assert {k: member["tags"].get(k) for k in ("workflow", "run_id", "event_type",
+                                                   "model_version")} == {
+            "workflow": "sentry-chord", "run_id": runs["sentry-chord"],
+            "event_type": "customer.updated", "model_version": "v7"}
+
+        # The invalid event: tagged with the type its producer wrote, not "other".
+        def invalid() -> list[dict]:
+            return [e for e in collector.of_type("event")
+                    if e.get("tags", {}).get("dead_letter_reason") == "invalid"]
+
+        [dl] = wait_for(invalid, timeout_s=60, what="the invalid event in Sentry")
+        assert dl["tags"]["event_type"] == "customer.updated"
     finally:
         for p in procs:
             p.stop()

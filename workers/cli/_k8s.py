@@ -239,12 +239,28 @@ def alert_groups() -> list[Obj]:
     return groups
 
 
+SCRAPE_INTERVAL = "15s"
+"""The scrape interval the alert rules are sized for (the ServiceMonitor's); the
+evaluation interval is each rule group's own ``interval`` in alerts.yml."""
+
+
 def prometheus_rule() -> Obj:
+    groups = alert_groups()
+    evaluation = sorted({str(g.get("interval", "the Prometheus default")) for g in groups})
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "mesh-alerts", "labels": {"app.kubernetes.io/name": "worker-mesh"}},
-        "spec": {"groups": alert_groups()},
+        "metadata": {
+            "name": "mesh-alerts", "labels": {"app.kubernetes.io/name": "worker-mesh"},
+            "annotations": {
+                "mesh.io/scrape-interval": SCRAPE_INTERVAL,
+                "mesh.io/evaluation-interval": ", ".join(evaluation),
+                "mesh.io/time-to-detect": "every failure class notifies within 5 minutes at "
+                                          "these intervals and Alertmanager's group_wait of "
+                                          "10s (docs/observability.md)",
+            },
+        },
+        "spec": {"groups": groups},
     }
 
 

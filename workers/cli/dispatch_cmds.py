@@ -33,19 +33,25 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     from worker_mesh.events.dispatcher import Dispatcher
     from worker_mesh.mesh.keys import Keys
     from worker_mesh.mesh.redis_conn import make_client
+    from worker_mesh.monitoring.heartbeats import Heartbeat
     from worker_mesh.workers.app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = load_workflows(s)
     app = create_app(s)
-    d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,
+    client, keys = make_client(s.redis), Keys(s.redis.key_prefix)
+    d = Dispatcher(client, s, keys, registry,
                    CeleryStarter(app, registry, max_payload_bytes=s.streams.max_payload_bytes),
                    consumer=consumer)
     d.install_signals()
     logging.getLogger("mesh.dispatcher").info(
         "dispatcher %s: %d partition(s), workflows: %s", d.consumer, d.partitions,
         ", ".join(sorted(registry.workflows)) or "(none)")
-    n = d.run()
+    heartbeat = Heartbeat(client, keys, d.consumer, s.monitoring.heartbeat_s).start()
+    try:
+        n = d.run()
+    finally:
+        heartbeat.stop()  # `mesh status` stops counting this dispatcher at once
     logging.getLogger("mesh.dispatcher").info("dispatcher %s stopped after %d entries", d.consumer, n)
 
 

@@ -1,11 +1,15 @@
-"""`mesh status`: the whole mesh on one screen (or as JSON), from Redis alone.
+"""`mesh status`: the whole mesh on one screen (or as JSON), from Redis alone, and
+what is wrong with it.
 
-Streams and consumer lag, Celery queue depths and reserved tasks, workers alive per
-queue (their heartbeats), dead letters, held GPU items and the next off-peak window, and
-each workflow's last success against its freshness SLA, and the flow-control limits
-(use, waiting steps; ``workers/cli/flow_status.py``). Exits 1 when a workflow is out
-of its SLA, so cron jobs and probes can use it; 3 when Redis cannot be read (refused
-credentials, untrusted certificate, unreachable); 2 for bad settings.
+First the verdicts (``monitoring.verdicts``: no dispatcher, unserved queue, dead letters
+growing, stale or failing workflow, stuck runs, GPU backlog at risk), each with a
+one-line hint; then the numbers: streams and consumer lag, dispatchers alive (their
+heartbeats), Celery queue depths and reserved tasks, workers alive per queue, dead
+letters, held GPU items and the next off-peak window, each workflow's last success
+against its freshness SLA, and the flow-control limits (use, waiting steps;
+``workers/cli/flow_status.py``). Exits 1 when there is any verdict, so cron jobs and
+probes can use it; 3 when Redis cannot be read (refused credentials, untrusted
+certificate, unreachable); 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -37,24 +41,35 @@ def _iso(ts: float | None) -> str | None:
 
 def status_data(snap: Any) -> dict[str, Any]:
     """The JSON form of a snapshot (also what the tables show)."""
+    from worker_mesh.monitoring.verdicts import judge
+
     now = snap.taken_at
+    verdicts = [v.as_dict() for v in judge(snap)]
     workflows = [{
         "workflow": w.name, "sla_s": w.sla_s, "last_success": _iso(w.last_success),
         "age_s": None if w.last_success is None else round(now - w.last_success, 3),
         "within_sla": w.within_sla(now), "successes": w.successes, "failures": w.failures,
-        "retries": w.retries} for w in snap.workflows]
+        "retries": w.retries, "failures_since_success": w.failures_since_success,
+        "failing": w.failing} for w in snap.workflows]
     return {
         "taken_at": _iso(now),
+        "ok": not verdicts,
+        "verdicts": verdicts,
         "streams": [{"partition": s.partition, "length": s.length, "published": s.entries_added,
                      "lag": s.lag, "pending": s.pending, "consumers": s.consumers,
                      "consumers_active": s.consumers_active} for s in snap.streams],
+        "dispatchers": {"alive": snap.dispatchers_alive, "known": snap.dispatchers_known},
         "dispatchers_alive": snap.dispatchers_alive,
         "outcomes": snap.outcomes,
-        "dlq": {"length": snap.dlq_length, "added": snap.dlq_added},
+        "dlq": {"length": snap.dlq_length, "added": snap.dlq_added,
+                "by_reason_type": [{"reason": r, "type": t, "added": n, "last": _iso(last)}
+                                   for (r, t), (n, last) in sorted(snap.dlq_by.items())]},
         "queues": {q: {"depth": snap.queues.get(q, 0), "reserved": snap.reserved.get(q, 0),
                        "workers_alive": snap.workers.get(q, 0),
                        "processes": snap.worker_processes.get(q, 0)} for q in snap.queues},
         "running_tasks": len(snap.running),
+        "stuck_runs": [{"run_id": r.run_id, "workflow": r.workflow, "overdue_s": r.overdue_s}
+                       for r in snap.stuck],
         "gpu": {"held": sum(snap.gpu_held.values()), "offpeak_open": snap.offpeak_open,
                 "next_offpeak": _iso(snap.offpeak_next), "offpeak_ends": _iso(snap.offpeak_end)},
         "workflows": workflows,
@@ -68,12 +83,15 @@ def render(data: dict[str, Any], now: float) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title="streams", title_justify="left")
-    for col in ("partition", "length", "published", "lag", "pending", "dispatchers"):
+    _render_verdicts(console, data["verdicts"])
+    d = data["dispatchers"]
+    t = Table(title=f"streams (dispatchers alive: {d['alive']} of {d['known']} seen today)",
+              title_justify="left")
+    for col in ("partition", "length", "published", "lag", "pending", "group consumers"):
         t.add_column(col, justify="right")
     for s in data["streams"]:
         t.add_row(str(s["partition"]), str(s["length"]), str(s["published"]), str(s["lag"]),
-                  str(s["pending"]), f"{s['consumers_active']}/{s['consumers']}")
+                  str(s["pending"]), str(s["consumers"]))
     console.print(t)
     q = Table(title="queues", title_justify="left")
     for col in ("queue", "depth", "reserved", "workers alive", "processes"):
@@ -100,16 +118,29 @@ def render(data: dict[str, Any], now: float) -> None:
                   f"running tasks: {data['running_tasks']}")
     for err in data["errors"]:
         console.print(f"[yellow]note:[/yellow] {err}")
-    if data["out_of_sla"]:
-        console.print(f"[red]out of SLA:[/red] {', '.join(data['out_of_sla'])}")
+
+
+def _render_verdicts(console: Any, verdicts: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+
+    if not verdicts:
+        console.print("[green]OK[/green]: no problem found")
+        return
+    for v in verdicts:
+        console.print(f"[red]PROBLEM[/red] {v['problem']} ({escape(v['subject'])}): "
+                      f"{escape(v['message'])}", highlight=False)
+        console.print(f"    do: {escape(v['hint'])}", highlight=False)
 
 
 @click.command("status")
 @json_option
 def status_cmd(as_json: bool) -> None:
-    """Streams, queues, workers, dead letters, GPU backlog and workflow freshness.
-    Exit status 1 when a workflow is out of its freshness SLA, 3 when Redis cannot be
-    read, 2 for bad settings."""
+    """What is wrong (each problem with a hint), then streams, dispatchers, queues,
+    workers, dead letters, GPU backlog, workflow freshness and flow-control limits.
+
+    Problems: no_dispatcher, unserved_queue, dead_letters_growing, stale_workflow,
+    failing_workflow, stuck_runs, gpu_backlog_at_risk (`--json`: "verdicts").
+    Exit status 1 when there is any, 3 when Redis cannot be read, 2 for bad settings."""
     from worker_mesh.chains.loader import load_workflows
     from worker_mesh.mesh.redis_conn import make_client, translate_errors
     from worker_mesh.monitoring.snapshot import take
@@ -128,7 +159,7 @@ def status_cmd(as_json: bool) -> None:
     else:
         render(data, snap.taken_at)
         render_flow(data["flow"])
-    if data["out_of_sla"]:
+    if data["verdicts"]:
         sys.exit(1)
 
 
