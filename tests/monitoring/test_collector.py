@@ -165,7 +165,7 @@ def test_failures_since_the_last_success_are_counted_between_scrapes(
     finished_run(stats, "probe", ok=True, started_at=now, now=now)
     assert streak() == 0
     # And three failures after it are three in a row
-    for _ in range(3):
+    for i in range(3):
         finished_run(stats, "probe", ok=False, started_at=now, now=now)
         assert streak() == i + 1
 
