@@ -86,6 +86,9 @@ class Workflow:
     sla_s: int = 3600
     """Freshness SLA: a success is expected at least this often (alerts and status)."""
     description: str = ""
+    supersede: bool = False
+    """A newer event for the same entity cancels this workflow's run in flight for it
+    (the running step finishes, later steps do not start; ``mesh.runs``)."""
 
     def run_id(self, env: Envelope, attempt: str = "") -> str:
         """uuid5 of (workflow, event id[, attempt]): the same event always maps to the
@@ -116,11 +119,13 @@ class WorkflowRegistry:
         coalesce: Coalesce | None = None,
         sla_s: int = 3600,
         description: str = "",
+        supersede: bool = False,
     ) -> Callable[[Builder], Builder]:
         def deco(build: Builder) -> Builder:
             triggers = tuple(t if isinstance(t, On) else On(t) for t in on)
             self.add(Workflow(name, version, triggers, build, coalesce, sla_s,
-                              description or (build.__doc__ or "").strip().split("\n")[0]))
+                              description or (build.__doc__ or "").strip().split("\n")[0],
+                              supersede))
             return build
 
         return deco
