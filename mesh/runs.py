@@ -323,11 +323,31 @@ class RunLedger:
 
     # -- reading -------------------------------------------------------------------------
     def get(self, run_id: str) -> dict[str, str] | None:
-        raw: Any = self._r.hgetall(self._k.run(run_id))
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        """The run's record: its hash, plus the bulky fields a compacted run keeps in
+        ``rec:<id>`` (``mesh.runs_lua.COMPACT``)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(self._k.run(run_id))
+        pipe.get(f"{self._tag}:rec:{run_id}")
+        raw, packed = pipe.execute()
+        if not raw:
+            return None
+        out: dict[str, str] = {}
+        if packed:
+            try:
+                extra = json.loads(packed)
+            except ValueError:
+                extra = {}
+            if isinstance(extra, dict):
+                out.update({str(k): v if isinstance(v, str) else json.dumps(v)
+                            for k, v in extra.items()})
+        out.update({_s(k): _s(v) for k, v in raw.items()})
+        return out
 
     def get_field(self, run_id: str, name: str) -> str | None:
-        return _opt(self._r.hget(self._k.run(run_id), name))
+        value = _opt(self._r.hget(self._k.run(run_id), name))
+        if value is None and self._r.exists(f"{self._tag}:rec:{run_id}"):
+            return (self.get(run_id) or {}).get(name)  # a compacted run's bulky field
+        return value
 
     def memo_steps(self, run_id: str) -> set[str]:
         return {_s(k) for k in self._r.hkeys(self._k.run_memo(run_id))}  # type: ignore[union-attr]

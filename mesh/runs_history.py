@@ -294,12 +294,15 @@ def step_rows(rec: dict[str, str], memo: dict[str, str]) -> Iterable[StepRow]:
         first, last, end, attempts, state = (rec.get(f"x:{step}", "") + "||||").split("|")[:5]
         if not state:
             state = "memoized" if step in memo and memo[step] != NOT_KEPT else "pending"
-        yield StepRow(step, task, kind, state, int(attempts or 0), _f(first), _f(last), _f(end),
-                      rec.get(f"e:{step}", ""), rec.get(f"w:{step}", ""))
+        t0 = float(rec.get("started_at") or 0)
+        yield StepRow(step, task, kind, state, int(attempts or 0), _at(t0, first),
+                      _at(t0, last), _at(t0, end), rec.get(f"e:{step}", ""),
+                      rec.get(f"w:{step}", ""))
 
 
-def _f(text: str) -> float | None:
-    return float(text) if text else None
+def _at(t0: float, ms: str) -> float | None:
+    """Unix time of a step's ``x:`` offset (milliseconds after the run's start)."""
+    return round(t0 + int(ms) / 1000, 3) if ms else None
 
 
 def _s(v: bytes | str) -> str:

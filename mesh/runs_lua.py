@@ -5,7 +5,8 @@ Keys a script builds from the tag (all under the hash tag ``{<prefix>:runs}``, o
 Redis Cluster slot; their layout is in ``mesh.keys``)::
 
     run:<id>            hash   the run's record (state, workflow, steps, per-step x:/e:/w:)
-    memo:<id>           hash   step -> memoized result
+    rec:<id>            string JSON of a finished run's bulky fields (``COMPACT``)
+    memo:<id>           hash   step -> memoized result (kept for failed runs only)
     inflight            zset   run id -> deadline
     latest              hash   <workflow>|<entity> -> run in flight (supersede)
     idx:wf:<wf>@<ver>   zset   run id -> started_at (history by workflow and version)
@@ -15,7 +16,8 @@ Redis Cluster slot; their layout is in ``mesh.keys``)::
     idx:state:<state>   zset   run id -> started_at (failed and cancelled runs only)
 
 Per step ``<s>`` the record holds ``x:<s>`` = ``first start|last start|end|attempts|
-state`` (Unix seconds, 3 decimals), ``e:<s>`` its last error and ``w:<s>`` what it wrote.
+state`` (milliseconds after the run's start), ``e:<s>`` its last error and ``w:<s>``
+what it wrote.
 Every index is trimmed by score (``started_at`` older than the retention) and given the
 retention as TTL each time it is written, so history is bounded without a sweeper.
 """
@@ -48,14 +50,18 @@ local function index(key, score, run_id, now, retention)
 end
 """
 
-# The per-step record ``x:<step>``: first start|last start|end|attempts|state.
+# The per-step record ``x:<step>``: first start|last start|end|attempts|state, the
+# times in milliseconds after the run's start (short: kept for every step of every run).
 STEPX = """
 local function stepx(run, step, now, what)
   local f = 'x:' .. step
   local v = redis.call('HGET', run, f) or '||||'
   local a, b, c, n, s = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
   n = tonumber(n) or 0
-  if now ~= '' then now = string.format('%.3f', tonumber(now)) end
+  if now ~= '' then
+    local t0 = tonumber(redis.call('HGET', run, 'started_at') or now)
+    now = string.format('%d', math.floor((tonumber(now) - t0) * 1000 + 0.5))
+  end
   if what == 'running' then
     if a == '' then a = now end
     b, c, n, s = now, '', n + 1, 'running'
@@ -69,7 +75,46 @@ local function stepx(run, step, now, what)
 end
 """
 
-FINISH = """
+# A run that ended succeeded or cancelled is kept compact for its retention: its
+# summary fields stay in the record hash (small values: Redis keeps it as a listpack,
+# a fifth of a hashtable's memory), the bulky ones (the cause event's fields, the
+# steps, per-step x:/e:/w:) move to one JSON string ``rec:<id>``, and what only
+# mattered in flight is dropped. Failed runs keep their full record and their memo
+# (a dead-letter replay resumes them); the others' memo is deleted.
+COMPACT = """
+local SUMMARY = {state=1, workflow=1, version=1, entity=1, event_id=1, event_type=1,
+  started_at=1, finished_at=1, mv=1, mv_step=1, failed_step=1, reason=1, superseded_by=1,
+  trace=1, retries=1, replay_of=1}
+local TRANSIENT = {progress_at=1, done_step=1, redrives=1, running=1, last=1, canvas=1}
+local DEFAULTS = {['held=0']=1, ['coalesced=1']=1, ['redrives_total=0']=1}
+local function compact(tag, run_id, retention)
+  local run = tag .. ':run:' .. run_id
+  local all = redis.call('HGETALL', run)
+  local small, big, nbig = {}, {}, 0
+  for i = 1, #all, 2 do
+    local f, v = all[i], all[i + 1]
+    if SUMMARY[f] and v ~= '' then
+      small[#small + 1] = f
+      small[#small + 1] = v
+    elseif not SUMMARY[f] and not TRANSIENT[f] and v ~= '' and not DEFAULTS[f .. '=' .. v] then
+      if f == 'fields' or f == 'steps' then  -- JSON kept as JSON, not escaped twice
+        local ok, decoded = pcall(cjson.decode, v)
+        if ok then v = decoded end
+      end
+      big[f] = v
+      nbig = nbig + 1
+    end
+  end
+  redis.call('DEL', run)
+  redis.call('HSET', run, unpack(small))
+  redis.call('EXPIRE', run, retention)
+  if nbig > 0 then
+    redis.call('SET', tag .. ':rec:' .. run_id, cjson.encode(big), 'EX', retention)
+  end
+end
+"""
+
+FINISH = COMPACT + """
 local function finish(tag, run_id, outcome, now, retention, reason, kept)
   local run = tag .. ':run:' .. run_id
   local wf = redis.call('HGET', run, 'workflow') or '?'
@@ -105,8 +150,13 @@ local function finish(tag, run_id, outcome, now, retention, reason, kept)
     local lk, lf = tag .. ':latest', wf .. '|' .. ent
     if redis.call('HGET', lk, lf) == run_id then redis.call('HDEL', lk, lf) end
   end
-  redis.call('EXPIRE', run, retention)
-  redis.call('EXPIRE', tag .. ':memo:' .. run_id, retention)
+  if outcome == 'failed' then
+    redis.call('EXPIRE', run, retention)
+    redis.call('EXPIRE', tag .. ':memo:' .. run_id, retention)
+  else
+    redis.call('DEL', tag .. ':memo:' .. run_id)
+    compact(tag, run_id, retention)
+  end
 end
 """
 
