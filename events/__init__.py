@@ -65,11 +65,14 @@ def default_publisher() -> Publisher:
     global _default
     with _lock:
         if _default is None:
+            from mesh import tracing
             from mesh.keys import Keys
             from mesh.redis_conn import make_client
             from mesh.settings import MeshSettings
 
             s = MeshSettings.load()
+            if not tracing.enabled():
+                tracing.configure(s.tracing, "producer")
             _default = Publisher(make_client(s.redis), s.streams, Keys(s.redis.key_prefix))
         return _default
 

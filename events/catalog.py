@@ -71,7 +71,8 @@ class CustomerCreated(Event):
     customer_id: Id
     plan: Plan
     seats: int = Field(ge=1, le=1_000_000)
-    mrr: float = Field(ge=0, description="monthly recurring revenue, in the account currency")
+    mrr: float = Field(ge=0, description="monthly recurring revenue, in the account currency",
+                       json_schema_extra={"sensitive": True})
     signup_date: date
     country: str = Field(default="US", min_length=2, max_length=2)
 
@@ -87,7 +88,7 @@ class CustomerUpdated(Event):
     customer_id: Id
     plan: Plan | None = None
     seats: int | None = Field(default=None, ge=1, le=1_000_000)
-    mrr: float | None = Field(default=None, ge=0)
+    mrr: float | None = Field(default=None, ge=0, json_schema_extra={"sensitive": True})
     nps: int | None = Field(default=None, ge=0, le=10, description="last NPS answer, 0-10")
     version: int = Field(default=1, ge=1, description="profile version after the change")
 

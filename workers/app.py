@@ -108,6 +108,7 @@ def create_app(settings: MeshSettings) -> Celery:
     app.mesh_settings = settings  # type: ignore[attr-defined]
     register_tasks(app)
     __import__("monitoring.celery_hooks").celery_hooks.install(app)  # metrics, heartbeats, Sentry
+    __import__("workers.run_hooks").run_hooks.install(app)  # run history, lineage, traces
     return app
 
 

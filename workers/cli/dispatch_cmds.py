@@ -41,6 +41,9 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     fail_fast_on_credentials(s)  # a refused password is final: exit 1, not retry forever
     registry = load_workflows(s)
     app = create_app(s)
+    from mesh import tracing
+
+    tracing.configure(s.tracing, "dispatcher")  # the runs' spans (chains.starter)
     d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,
                    CeleryStarter(app, registry, max_payload_bytes=s.streams.max_payload_bytes),
                    consumer=consumer)
@@ -49,6 +52,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
         "dispatcher %s: %d partition(s), workflows: %s", d.consumer, d.partitions,
         ", ".join(sorted(registry.workflows)) or "(none)")
     n = d.run()
+    tracing.shutdown()
     logging.getLogger("mesh.dispatcher").info("dispatcher %s stopped after %d entries", d.consumer, n)
 
 
@@ -124,10 +128,15 @@ def _dead_letters():  # type: ignore[no-untyped-def]
 @click.option("--type", "type_name", default=None, help="Only events of this type.")
 @click.option("--limit", default=100, show_default=True, help="At most this many, oldest first.")
 def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
-    """List dead-lettered events with their reason, oldest first."""
+    """List dead-lettered events with their reason, oldest first. Payload fields marked
+    sensitive on their event model are printed as *** (the stored event is unchanged)."""
+    from chains.loader import load_workflows
+    from events.sensitive import mask_wire
+
+    load_workflows(load_settings())  # event types of the team's packages too
     items = _dead_letters().list(limit=limit, type_name=type_name)
     if as_json:
-        emit_json([d.as_dict() for d in items])
+        emit_json([d.as_dict() | {"fields": mask_wire(d.fields)} for d in items])
         return
     if not items:
         click.echo("the dead-letter stream is empty")

@@ -18,6 +18,7 @@ from typing import Any
 
 from events.base import Envelope
 from events.catalog import ContentUpdated
+from mesh import lineage
 from mesh.errors import QualityCheckFailed
 from mesh.redis_conn import translate_errors
 from mesh.settings import MeshSettings
@@ -142,7 +143,8 @@ def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     record = {"title": draft["title"], "body": draft["body"], "kind": brief.kind,
               "model_version": draft["model_version"], "attempts": draft["attempts"],
               "seo": draft["seo"], "event_id": brief.event_id,
-              "customer_id": brief.customer_id, **meta}
+              "customer_id": brief.customer_id, **meta,
+              "step": lineage.step_of(str(meta.get("run_id", "")))}
     saved = ContentStore(rt.redis, rt.keys).save(brief.content_id, meta["run_id"], record)
     event = ContentUpdated(content_id=brief.content_id, title=draft["title"][:500],
                            body=draft["body"], version=saved.version,
@@ -156,4 +158,5 @@ def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     return {"content_id": brief.content_id, "version": saved.version, "created": saved.created,
             "published_event_id": published, "model_version": draft["model_version"],
             "attempts": draft["attempts"], "event_id": brief.event_id,
-            **{k: meta.get(k) for k in ("run_id", "workflow", "workflow_version")}}
+            **{k: meta.get(k) for k in ("run_id", "workflow", "workflow_version")},
+            "wrote": f"content:{brief.content_id} v{saved.version}"}
