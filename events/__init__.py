@@ -26,6 +26,7 @@ from events.catalog import (
     CustomerCreated,
     CustomerUpdated,
     EventCatalog,
+    ModelPromoted,
     ModelRetrainRequested,
 )
 from events.publisher import Publishable, Publisher
@@ -43,6 +44,7 @@ __all__ = [
     "Envelope",
     "Event",
     "EventCatalog",
+    "ModelPromoted",
     "ModelRetrainRequested",
     "Publisher",
     "configure",

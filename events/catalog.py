@@ -186,3 +186,21 @@ class ModelRetrainRequested(Event):
     model: Literal["churn"] = "churn"
     reason: str = Field(default="on demand", max_length=500)
     samples: int = Field(default=4000, ge=200, le=1_000_000)
+
+
+@register
+class ModelPromoted(Event):
+    """A model version was promoted (or rolled back to): what it scores must be scored
+    again. Starts ``churn-rescore`` (through the dispatcher, so the rescoring is in
+    ``mesh audit`` and the run ledger like any run)."""
+
+    event_type = "model.promoted"
+    entity_kind = "model"
+    entity_field = "model"
+
+    model: Literal["churn"] = "churn"
+    version: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=1, description="promotion sequence number (grows on every promotion)")
+    previous_version: str | None = Field(default=None, max_length=128)
+    reason: str = Field(default="", max_length=500)
+    rescore: bool = Field(default=True, description="rescore every result with this version")
