@@ -167,6 +167,7 @@ class RunLedger:
         self._k = keys
         self.settings = settings or RunSettings()
         self._tag = keys.runs_tag()
+        self._memo_s = min(self.settings.memo_after_end_s, self.settings.retention_s)
         self._start = client.register_script(lua.INDEX + lua.FINISH + lua.START)
         self._begin = client.register_script(lua.DEADLINE + lua.STEPX + lua.BEGIN)
         self._done = client.register_script(lua.DEADLINE + lua.INDEX + lua.STEPX + lua.FINISH
@@ -200,7 +201,7 @@ class RunLedger:
             }
             argv: list[str | float | int] = [
                 self._tag, rec.run_id, now + wait, rec.resume_of, "1" if rec.supersede else "",
-                f"{now:.6f}", self.settings.retention_s, DURATIONS_KEPT]
+                f"{now:.6f}", self.settings.retention_s, DURATIONS_KEPT, self._memo_s]
             for k, v in fields.items():
                 argv += [k, v]
             self._start(keys=[self._k.run(rec.run_id)], args=argv, client=pipe)
@@ -244,7 +245,7 @@ class RunLedger:
         return int(self._done(
             keys=[self._k.run(run_id)],
             args=[self._tag, run_id, step, value, f"{deadline:.3f}", f"{now:.6f}",
-                  self.settings.retention_s, DURATIONS_KEPT, mv, wrote]))
+                  self.settings.retention_s, DURATIONS_KEPT, mv, wrote, self._memo_s]))
 
     def step_retry(self, run_id: str, step: str, countdown_s: float, *,
                    now: float | None = None) -> bool:
@@ -272,7 +273,7 @@ class RunLedger:
         return bool(self._end(keys=[self._k.run(run_id)],
                               args=[self._tag, run_id, outcome, f"{now:.6f}",
                                     self.settings.retention_s, reason[:2000], DURATIONS_KEPT,
-                                    claimer, step, error[:ERROR_CHARS]]))
+                                    claimer, step, error[:ERROR_CHARS], self._memo_s]))
 
     def cancel(self, run_id: str, reason: str = "cancelled by an operator", *,
                now: float | None = None) -> bool:

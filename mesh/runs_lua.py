@@ -80,7 +80,8 @@ end
 # a fifth of a hashtable's memory), the bulky ones (the cause event's fields, the
 # steps, per-step x:/e:/w:) move to one JSON string ``rec:<id>``, and what only
 # mattered in flight is dropped. Failed runs keep their full record and their memo
-# (a dead-letter replay resumes them); the others' memo is deleted.
+# (a dead-letter replay resumes them); the others' memo expires after
+# ``runs.memo_after_end_s`` (a message redelivered after the end still gets its result).
 COMPACT = """
 local SUMMARY = {state=1, workflow=1, version=1, entity=1, event_id=1, event_type=1,
   started_at=1, finished_at=1, mv=1, mv_step=1, failed_step=1, reason=1, superseded_by=1,
@@ -115,7 +116,7 @@ end
 """
 
 FINISH = COMPACT + """
-local function finish(tag, run_id, outcome, now, retention, reason, kept)
+local function finish(tag, run_id, outcome, now, retention, reason, kept, memo_s)
   local run = tag .. ':run:' .. run_id
   local wf = redis.call('HGET', run, 'workflow') or '?'
   local started = tonumber(redis.call('HGET', run, 'started_at') or now)
@@ -154,14 +155,14 @@ local function finish(tag, run_id, outcome, now, retention, reason, kept)
     redis.call('EXPIRE', run, retention)
     redis.call('EXPIRE', tag .. ':memo:' .. run_id, retention)
   else
-    redis.call('DEL', tag .. ':memo:' .. run_id)
+    redis.call('EXPIRE', tag .. ':memo:' .. run_id, memo_s)
     compact(tag, run_id, retention)
   end
 end
 """
 
 # ARGV: tag, run_id, deadline, resume_of ('' none), supersede ('1' or ''), now,
-#       retention, kept, field, value, ...
+#       retention, kept, memo_s, field, value, ...
 # Returns 0 (known run: a redelivery), 1 (new) or the id of the run it superseded.
 START = """
 local tag, run_id = ARGV[1], ARGV[2]
@@ -169,7 +170,7 @@ local now, retention, kept = ARGV[6], ARGV[7], ARGV[8]
 local run = tag .. ':run:' .. run_id
 if redis.call('EXISTS', run) == 1 then return 0 end
 local fv = {}
-for i = 9, #ARGV do fv[#fv + 1] = ARGV[i] end
+for i = 10, #ARGV do fv[#fv + 1] = ARGV[i] end
 redis.call('HSET', run, unpack(fv))
 redis.call('ZADD', tag .. ':inflight', ARGV[3], run_id)
 local rec = redis.call('HMGET', run, 'workflow', 'version', 'entity', 'started_at')
@@ -193,8 +194,8 @@ if ARGV[5] == '1' and ent ~= '' then
   if prev and prev ~= run_id then
     local prun = tag .. ':run:' .. prev
     if redis.call('HGET', prun, 'state') == 'started' then
-      finish(tag, prev, 'cancelled', now, retention, 'superseded by run ' .. run_id, kept)
       redis.call('HSET', prun, 'superseded_by', run_id)
+      finish(tag, prev, 'cancelled', now, retention, 'superseded by run ' .. run_id, kept, ARGV[9])
       out = prev
     end
   end
@@ -219,7 +220,7 @@ return {st, m}
 """
 
 # ARGV: tag, run_id, step, memo value, queued deadline, now, retention, kept,
-#       model version ('' none), what it wrote ('' nothing)
+#       model version ('' none), what it wrote ('' nothing), memo_s
 # Returns 0: run not in flight (unknown or finished), 1: progress, 2: run succeeded.
 # A step that finishes after its run ended (cancelled while it ran) still gets its
 # timing and what it wrote recorded: its effect happened.
@@ -240,7 +241,7 @@ if mv ~= '' and redis.call('HGET', run, 'mv') ~= mv then
   index(tag .. ':idx:mv:' .. mv, started, run_id, ARGV[6], ARGV[7])
 end
 if redis.call('HGET', run, 'last') == step then
-  finish(tag, run_id, 'succeeded', ARGV[6], ARGV[7], '', ARGV[8])
+  finish(tag, run_id, 'succeeded', ARGV[6], ARGV[7], '', ARGV[8], ARGV[11])
   return 2
 end
 redis.call('HSET', run, 'progress_at', ARGV[6], 'done_step', step, 'redrives', 0)
@@ -271,7 +272,7 @@ return 1
 """
 
 # ARGV: tag, run_id, outcome, now, retention, reason, kept, claimer ('' none),
-#       failed step ('' none), error
+#       failed step ('' none), error, memo_s
 # Returns 1 when this call ended the run; for 'failed' with a claimer, also 1 when the
 # run failed earlier under the same claimer and its dead letter is not recorded yet
 # (a retried failure callback), so the event is dead-lettered exactly once.
@@ -280,7 +281,7 @@ local tag, run_id = ARGV[1], ARGV[2]
 local run = tag .. ':run:' .. run_id
 local st = redis.call('HGET', run, 'state')
 if st == 'started' then
-  finish(tag, run_id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  finish(tag, run_id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[11])
   if ARGV[8] ~= '' then redis.call('HSET', run, 'dlq_claim', ARGV[8]) end
   if ARGV[9] ~= '' then
     redis.call('HSET', run, 'failed_step', ARGV[9])
