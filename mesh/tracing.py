@@ -158,7 +158,10 @@ def span_now(name: str, parent: str | None = None, attrs: dict[str, Any] | None 
 
 
 def shutdown() -> None:
-    """Export what is buffered (a process about to exit)."""
-    st = _state
+    """Export what is buffered and close the exporter (a process about to exit); a later
+    span builds a new provider."""
+    global _state
+    with _lock:
+        st, _state = _state, None
     if st is not None and st.pid == os.getpid():
         st.provider.shutdown()
