@@ -20,6 +20,8 @@ from gpu_pool.routing import Resource
 from workers.kinds import STANDARD, task
 
 PRODUCER = "runs-test"
+OLD_EMBEDDING_VERSION = "all-MiniLM-L6-v2@000000000old"
+"""What ``tests.runs.old_embedder`` files a worker's vectors under (a previous release)."""
 
 
 def _seconds(content_id: str) -> float:
