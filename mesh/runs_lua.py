@@ -55,11 +55,12 @@ end
 STEPX = """
 local function stepx(run, step, now, what)
   local f = 'x:' .. step
-  local v = redis.call('HGET', run, f) or '||||'
+  local got = redis.call('HMGET', run, f, 'started_at')
+  local v = got[1] or '||||'
   local a, b, c, n, s = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
   n = tonumber(n) or 0
   if now ~= '' then
-    local t0 = tonumber(redis.call('HGET', run, 'started_at') or now)
+    local t0 = tonumber(got[2] or now)
     now = string.format('%d', math.floor((tonumber(now) - t0) * 1000 + 0.5))
   end
   if what == 'running' then
@@ -83,12 +84,13 @@ end
 # (a dead-letter replay resumes them); the others' memo expires after
 # ``runs.memo_after_end_s`` (a message redelivered after the end still gets its result).
 COMPACT = """
-local SUMMARY = {state=1, workflow=1, version=1, entity=1, event_id=1, event_type=1,
-  started_at=1, finished_at=1, mv=1, mv_step=1, failed_step=1, reason=1, superseded_by=1,
-  trace=1, retries=1, replay_of=1}
-local TRANSIENT = {progress_at=1, done_step=1, redrives=1, running=1, last=1, canvas=1}
-local DEFAULTS = {['held=0']=1, ['coalesced=1']=1, ['redrives_total=0']=1}
 local function compact(tag, run_id, retention)
+  -- built here, not at the script's top: only the call that ends a run pays for them
+  local SUMMARY = {state=1, workflow=1, version=1, entity=1, event_id=1, event_type=1,
+    started_at=1, finished_at=1, mv=1, mv_step=1, failed_step=1, reason=1, superseded_by=1,
+    trace=1, retries=1, replay_of=1}
+  local TRANSIENT = {progress_at=1, done_step=1, redrives=1, running=1, last=1, canvas=1}
+  local DEFAULTS = {['held=0']=1, ['coalesced=1']=1, ['redrives_total=0']=1}
   local run = tag .. ':run:' .. run_id
   local all = redis.call('HGETALL', run)
   local small, big, nbig = {}, {}, 0
