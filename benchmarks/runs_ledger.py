@@ -11,7 +11,8 @@ Two measurements on one throw-away ``redis-server``:
   of ``_common.realistic_events``: churn runs of 3 steps, re-embedding runs of 2 with a
   ~1 KB document, content runs of 3), each run to its end (2% fail), then
   ``used_memory`` per run, split into history (run records and indexes) and memo
-  (step results kept for resuming), extrapolated to 1,000,000 runs.
+  (step results kept for resuming), extrapolated to 1,000,000 runs; the ledger before
+  run history measured the same way beside it.
 
 Run: ``python -m benchmarks.runs_ledger [--quick]``.
 """
@@ -142,26 +143,28 @@ def _shape(env: Envelope, rng: random.Random) -> tuple[str, list[str], list[dict
     return "content", ["prepare", "generate", "publish"], [brief, draft, published]
 
 
-def memory(client: redis.Redis, n: int) -> dict[str, Any]:
-    from mesh import runs as now_mod
+def memory(client: redis.Redis, n: int, mod: ModuleType) -> dict[str, Any]:
+    import inspect
 
     rng = random.Random(11)
     keys = Keys("m" + uuid.uuid4().hex[:6])
-    led = now_mod.RunLedger(client, keys, bench_settings_for(client))
+    led = mod.RunLedger(client, keys, bench_settings_for(client))
+    with_step = "step" in inspect.signature(led.end).parameters
     client.execute_command("MEMORY", "PURGE")
     before = int(client.info("memory")["used_memory"])
     failed = 0
     for ev in realistic_events(n, seed=5, entities=max(n // 4, 100)):
         env = Envelope.wrap(ev, producer="app")
         wf, steps, results = _shape(env, rng)
-        rec = _record(now_mod, wf, steps, encode(env, 1 << 20), env.entity_key)
+        rec = _record(mod, wf, steps, encode(env, 1 << 20), env.entity_key)
         led.start_many([rec])
         fail_at = len(steps) - 1 if rng.random() < 0.02 else -1
         for i, (st, res) in enumerate(zip(steps, results, strict=True)):
             led.begin(rec.run_id, st, "standard")
             if i == fail_at:
-                led.end(rec.run_id, "failed", f"workflow {wf} failed at step {st}", step=st,
-                        error="PermanentError: provider refused the request")
+                extra = {"step": st, "error": "PermanentError: provider refused the request"}
+                led.end(rec.run_id, "failed", f"workflow {wf} failed at step {st}",
+                        **(extra if with_step else {}))
                 failed += 1
                 break
             led.step_done(rec.run_id, st, res)
@@ -176,6 +179,9 @@ def memory(client: redis.Redis, n: int) -> dict[str, Any]:
             history += size
     per = {"all": total / n, "history": history / n, "memo": memo / n}
     return {"runs": n, "failed": failed, "used_memory_bytes": total,
+            "note": "history: kept runs.retention_s; memo: kept runs.memo_after_end_s after a "
+                    "run ends (failed runs: the retention), so at steady state memo is about "
+                    "bytes_per_run.memo x runs ended in that window",
             "bytes_per_run": {k: round(v) for k, v in per.items()},
             "extrapolated_1m_runs_mib": {k: round(v * 1_000_000 / MIB) for k, v in per.items()}}
 
@@ -192,7 +198,7 @@ def main() -> None:
         client = make_client(s.redis)
         mods = {"before": load_baseline(args.baseline_rev), "after": __import__("mesh.runs").runs}
         cost = step_cost(client, mods, runs=300 if args.quick else 1000, rounds=3 if args.quick else 5)
-        mem = memory(client, n)
+        mem = {name: memory(client, n, mod) for name, mod in mods.items()}
     emit("runs_ledger", {"params": {"memory_runs": n, "baseline_rev": args.baseline_rev},
                          "step_cost": cost, "memory": mem})
 
