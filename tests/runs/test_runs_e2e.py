@@ -26,7 +26,7 @@ from events.base import Envelope
 from events.catalog import ContentDeleted, CustomerActivity, CustomerCreated
 from events.publisher import Publisher
 from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
+from mesh.keys import Keys, partition_of
 from mesh.redis_conn import make_client
 from mesh.settings import MeshSettings
 from tests.runs.flows import PRODUCER
@@ -181,9 +181,8 @@ def test_an_explicit_cancel_stops_a_run_before_its_next_step(mesh: Mesh) -> None
 
 
 def test_dlq_list_masks_fields_marked_sensitive(mesh: Mesh) -> None:
-    p = mesh.keys.stream(0) if mesh.s.streams.partitions == 1 else None
-    assert p is not None
-    mesh.r.xadd(p, {"id": "sens-1", "type": "customer.updated", "v": "1", "ts": "2026-01-01T00:00:00Z",
+    stream = mesh.keys.stream(partition_of("customer:x", mesh.s.streams.partitions))
+    mesh.r.xadd(stream, {"id": "sens-1", "type": "customer.updated", "v": "1", "ts": "2026-01-01T00:00:00Z",
                     "payload": json.dumps({"customer_id": "x", "mrr": 4242.5, "seats": 0})})
     dl = wait_for(lambda: [d for d in mesh.json("dlq", "list") if d["fields"].get("id") == "sens-1"],
                   60, what="the invalid event dead-lettered")
