@@ -29,6 +29,11 @@ __all__ = ["REGISTRY", "Coalesce", "On", "Route", "RunContext", "Workflow", "Wor
            "workflow"]
 
 RUN_NAMESPACE = uuid.UUID("6f1d3a52-8b0e-4c1e-9b55-3e0c8f2a7d10")
+HEADER_PREFIX = "mesh_"
+"""Run metadata travels in the message headers of every task of a run:
+``mesh_workflow``, ``mesh_workflow_version``, ``mesh_event_type``, ``mesh_event_id``
+(a step's parameters are its business inputs; ``workers.steps.current_step()``)."""
+RUN_HEADERS = ("workflow", "workflow_version", "event_type", "event_id")
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,24 @@ class RunContext:
     event_type: str = ""
     """Type of the event that caused the run (Sentry tags, dead letters)."""
 
+    event_id: str = ""
+    """Id of the event that caused the run."""
+
     @property
     def meta(self) -> dict[str, Any]:
         """JSON metadata every task of the run receives and stores with its results."""
         meta = {"run_id": self.run_id, "workflow": self.workflow, "workflow_version": self.version}
         if self.event_type:
             meta["event_type"] = self.event_type
+        if self.event_id:
+            meta["event_id"] = self.event_id
         return meta
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The message headers carrying this run's metadata."""
+        meta = self.meta
+        return {HEADER_PREFIX + k: str(meta.get(k, "")) for k in RUN_HEADERS}
 
     def sig(self, task_name: str, *args: Any, step: str | None = None, **kwargs: Any) -> Signature:
         """A signature by task name (chains never import task code), with a
@@ -89,6 +105,9 @@ class Workflow:
     supersede: bool = False
     """A newer event for the same entity cancels this workflow's run in flight for it
     (the running step finishes, later steps do not start; ``mesh.runs``)."""
+    results: tuple[tuple[str, int], ...] = ()
+    """Result kinds the workflow stores (``current_step().store_result``), each with the
+    age (s) past which a stored result is stale (``mesh_result_max_age_seconds``)."""
 
     def run_id(self, env: Envelope, attempt: str = "") -> str:
         """uuid5 of (workflow, event id[, attempt]): the same event always maps to the
@@ -119,13 +138,19 @@ class WorkflowRegistry:
         coalesce: Coalesce | None = None,
         sla_s: int = 3600,
         description: str = "",
+        results: dict[str, int] | None = None,
         supersede: bool = False,
-    ) -> Callable[[Builder], Builder]:
-        def deco(build: Builder) -> Builder:
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register ``build``: ``build(env, ctx)`` (the envelope and the run context) or
+        ``build(event)`` (the typed event alone). ``on``: event types or ``On(...)``
+        triggers; ``results``: result kind -> max age (s) for the staleness alert;
+        ``supersede``: a newer event for the same entity cancels the run in flight."""
+
+        def deco(build: Callable[..., Any]) -> Callable[..., Any]:
             triggers = tuple(t if isinstance(t, On) else On(t) for t in on)
-            self.add(Workflow(name, version, triggers, build, coalesce, sla_s,
+            self.add(Workflow(name, version, triggers, _two_args(build), coalesce, sla_s,
                               description or (build.__doc__ or "").strip().split("\n")[0],
-                              supersede))
+                              supersede=supersede, results=tuple(sorted((results or {}).items()))))
             return build
 
         return deco
@@ -140,6 +165,27 @@ class WorkflowRegistry:
 
     def __iter__(self) -> Iterator[Workflow]:
         return iter(sorted(self.workflows.values(), key=lambda w: w.name))
+
+
+def _two_args(build: Callable[..., Any]) -> Builder:
+    """``build(event)`` adapted to the ``build(env, ctx)`` the starter calls."""
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(build).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return build
+    if len(params) != 1:
+        return build
+
+    def adapted(env: Envelope, ctx: RunContext) -> Signature:
+        return build(env.payload)  # type: ignore[no-any-return]
+
+    adapted.__module__ = getattr(build, "__module__", adapted.__module__)
+    adapted.__doc__ = build.__doc__
+    adapted.__wrapped__ = build  # type: ignore[attr-defined]
+    return adapted
 
 
 REGISTRY = WorkflowRegistry()

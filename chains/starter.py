@@ -106,12 +106,16 @@ class CeleryStarter:
         error callback on every task and, unless it ends in a mesh task,
         ``mesh.run.finished``) and its ledger record."""
         wf = self.registry.get(req.workflow)
-        ctx = RunContext(self.app, req.run_id, wf.name, wf.version, req.coalesced, req.env.type)
+        ctx = RunContext(self.app, req.run_id, wf.name, wf.version, req.coalesced, req.env.type,
+                         req.env.event_id)
         started_at = time.time()
-        body = wf.build(req.env, ctx)
+        body = as_canvas(wf.build(req.env, ctx), wf.name)
+        _bind_app(body, self.app)  # signatures made without an app (``step.s()``)
         fields = req.fields if req.fields is not None else encode(req.env, self.max_payload_bytes)
         errback = self.app.signature(FAILED_TASK, args=(ctx.meta, fields, started_at))
         _step_ids(body, req.run_id)
+        self._check_registered(body, wf.name)
+        _with_headers(body, ctx.headers)
         _link_error_everywhere(body, errback)
         _short_reprs(body, f"run {req.run_id}")
         last = _last_task(body)
@@ -120,6 +124,7 @@ class CeleryStarter:
                                           task_id=f"{req.run_id}:finished", immutable=True)
             finished.link_error(errback)
             _short_reprs(finished, f"run {req.run_id}")
+            _with_headers(finished, ctx.headers)
             body = body | finished
             last = finished
         from kombu.utils.json import dumps
@@ -136,6 +141,18 @@ class CeleryStarter:
             last=_step_of(last), canvas=dumps(body), resume_of=req.resume_of,
             attrs=attrs, supersede=wf.supersede)
         return body, record
+
+    def _check_registered(self, canvas: Signature, workflow: str) -> None:
+        """Every task of the run must be known to this mesh's app (declared with
+        ``@step``/``@task``, or a Celery ``@shared_task``, in a loaded module): a typo or
+        a module left out fails the build, naming the workflow and the task, instead of
+        a worker discarding the message."""
+        for t in _plain_tasks(canvas):
+            if t.task not in self.app.tasks:
+                raise LookupError(
+                    f"workflow {workflow!r} uses task {t.task!r}, which is not registered "
+                    "(declare it with @step, or list its module in MESH_CELERY_EXTRA_MODULES "
+                    "or the worker_mesh.workflows entry point)")
 
     def _is_mesh_task(self, task_name: str) -> bool:
         """Whether ``task_name`` is a mesh task (bound by ``workers.kinds``), whose
@@ -316,6 +333,29 @@ def _bind_app(canvas: Any, app: Celery) -> None:
     elif isinstance(canvas, (_chain, group)):
         for t in canvas.tasks:
             _bind_app(t, app)
+
+
+def as_canvas(built: Any, workflow: str) -> Signature:
+    """What a builder returned, as one canvas: a signature (chain, group, chord, task), a
+    ``Step`` handle (``enrich`` rather than ``enrich.s()``), or a list/tuple of them (a
+    chain). Anything else is that workflow's bug, reported as such."""
+    from celery import chain
+
+    if isinstance(built, Signature):
+        return built
+    if hasattr(built, "s") and hasattr(built, "name") and callable(built.s):
+        return built.s()  # type: ignore[no-any-return]
+    if isinstance(built, (list, tuple)) and built:
+        return chain(*(as_canvas(b, workflow) for b in built))
+    raise TypeError(f"workflow {workflow!r} built {type(built).__name__}, not a Celery "
+                    "canvas (return a signature, a chain, a group or a chord)")
+
+
+def _with_headers(canvas: Any, headers: dict[str, str]) -> None:
+    """Run metadata in the message headers of every task (what Flower, the metrics and
+    ``current_step()`` read), so a task's arguments are its business inputs only."""
+    for task in _plain_tasks(canvas):
+        task.options["headers"] = {**(task.options.get("headers") or {}), **headers}
 
 
 def _step_of(task: Signature) -> str:

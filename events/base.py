@@ -45,6 +45,21 @@ class Event(BaseModel):
         """``<kind>:<id>``: the partitioning, ordering and coalescing key."""
         return f"{self.entity_kind}:{getattr(self, self.entity_field)}"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that names its ``event_type`` joins the default catalog, so a
+        team's event types need no registration call (the dispatcher decodes them)."""
+        super().__init_subclass__(**kwargs)
+        if "event_type" in cls.__dict__ and not cls.__name__.startswith("_"):
+            _defined.append(cls)
+            for hook in _on_define:
+                hook(cls)
+
+
+_defined: list[type[Event]] = []
+"""Event types defined so far (``events.catalog`` registers them, and later ones through
+``_on_define``)."""
+_on_define: list[Any] = []
+
 
 class Envelope(BaseModel):
     """One event with its metadata, as published and as read back by the dispatcher."""

@@ -12,6 +12,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field
 
+from events import base as _base
 from events.base import Event
 from mesh.errors import InvalidEvent, UnknownEventType
 
@@ -54,6 +55,9 @@ class EventCatalog:
 
 CATALOG = EventCatalog()
 register = CATALOG.register
+for _cls in _base._defined:  # event types defined before this module was imported
+    CATALOG.register(_cls)
+_base._on_define.append(CATALOG.register)
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 Plan = Literal["free", "starter", "pro", "enterprise"]
@@ -160,6 +164,12 @@ class ContentRequested(Event):
     )
     audience: str = Field(default="customers", max_length=100)
     min_words: int = Field(default=120, ge=10, le=5000)
+    customer_id: Id | None = None
+    """The customer (account) it is for: the fair-share key of the LLM budget and the
+    concurrency key (``flow.concurrency["content.customer"]``)."""
+    priority: Literal["urgent", "normal", "bulk"] = "normal"
+    """``urgent``: a user is waiting, goes ahead of the rest; ``bulk``: may wait
+    behind everything else (docs/flow-control.md)."""
 
 
 # -- churn and models ------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from mesh.errors import PermanentError, TransientError
+from mesh.errors import PermanentError, Throttled, TransientError
 from monitoring import metrics, multiproc, sentry
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def _serve_for_command(settings: Any) -> None:
             or _state.get("server") is not None):
         return
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
 
@@ -89,7 +90,17 @@ def _queue_of(task: Any) -> str:
     return str(info.get("routing_key") or getattr(task, "queue", None) or "cpu")
 
 
-def _meta(args: Any) -> dict[str, Any]:
+def _meta(task: Any, args: Any) -> dict[str, Any]:
+    """The run's metadata: from the message headers the starter puts on every task of
+    a run (every step, chord members included), else from a built-in task's first
+    argument (messages sent before headers existed)."""
+    headers = getattr(getattr(task, "request", None), "headers", None) or {}
+    if headers.get("mesh_workflow"):
+        meta = {k[5:]: v for k, v in headers.items() if str(k).startswith("mesh_")}
+        task_id = getattr(task.request, "id", None) or ""
+        if len(task_id) > 37 and task_id[36] == ":":
+            meta["run_id"], meta["step"] = task_id[:36], task_id[37:]
+        return meta
     if args and isinstance(args[0], dict) and "workflow" in args[0]:
         return args[0]
     return {}
@@ -128,7 +139,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     settings = app.mesh_settings  # type: ignore[attr-defined]
     _on_process_init()
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
     stop = threading.Event()
@@ -185,12 +197,12 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     queue = _queue_of(task)
     _started[task_id] = time.monotonic()
     metrics.task_started(queue)
-    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), _meta(args), args or ())
+    sentry.task_scope(task.name, getattr(task, "mesh_kind", None), _meta(task, args), args or ())
     try:
         rt = _runtime(app)
         limit = task.time_limit or app.conf.task_time_limit or 0
         entry = {"task": task.name, "queue": queue, "started": time.time(), "limit_s": limit,
-                 "pid": os.getpid(), "workflow": _meta(args).get("workflow")}
+                 "pid": os.getpid(), "workflow": _meta(task, args).get("workflow")}
         rt.redis.hset(running_key(rt.keys), task_id, json.dumps(entry))
     except Exception:
         log.debug("running-task registry failed", exc_info=True)
@@ -206,7 +218,7 @@ def _on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None
     outcome = {"SUCCESS": "succeeded", "RETRY": "retried"}.get(state or "", "failed")
     metrics.task_finished(task.name, _queue_of(task),
                           None if t0 is None else time.monotonic() - t0, outcome,
-                          _meta(args).get("workflow"))
+                          _meta(task, args).get("workflow"))
     try:
         rt = _runtime(app)
         rt.redis.hdel(running_key(rt.keys), task_id)
@@ -237,9 +249,12 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
     sentry.task_failed(getattr(sender, "mesh_kind", None))
 
 
-def _on_retry(sender: Any = None, **_: Any) -> None:
-    if _ours(sender) is not None:
-        metrics.task_retried(sender.name)
+def _on_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
+    if _ours(sender) is None:
+        return
+    if isinstance(getattr(reason, "exc", None), Throttled):
+        return  # waiting for budget, not a failure (mesh_ratelimit_throttled_total)
+    metrics.task_retried(sender.name)
 
 
 def _connect() -> None:

@@ -86,6 +86,8 @@ class Snapshot:
     offpeak_open: bool | None = None
     offpeak_next: float | None = None
     offpeak_end: float | None = None
+    result_max_age: dict[str, int] = field(default_factory=dict)
+    """Result kind -> age (s) past which a stored result is stale."""
     runs_counts: dict[str, int] = field(default_factory=dict)
     """The run ledger's counters: started, succeeded, failed, cancelled, redriven."""
     runs_in_flight: int = 0
@@ -121,7 +123,7 @@ def take(client: redis.Redis, settings: MeshSettings, workflows: list[Any] | Non
     _workers(client, settings, keys, snap)
     _workflows(client, keys, workflows or [], snap)
     _runs(client, settings, keys, snap)
-    _results(client, keys, snap)
+    _results(client, keys, snap, result_kinds(workflows or []))
     _gpu(client, settings, keys, snap)
     return snap
 
@@ -262,8 +264,22 @@ def _runs(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapsho
         snap.runs_overdue = dict(Counter(_s(w) if w else "none" for w in pipe.execute()))
 
 
-def _results(client: redis.Redis, keys: Keys, snap: Snapshot) -> None:
-    for kind in ("churn", "embedding", "content"):
+BUILTIN_RESULT_KINDS = {"churn": 172_800, "embedding": 172_800, "content": 172_800}
+"""Result kinds of the built-in pack -> max age (s) before the staleness alert."""
+
+
+def result_kinds(workflows: list[Any]) -> dict[str, int]:
+    """Result kind -> max age (s): the built-in kinds plus what each registered
+    workflow declares (``@workflow(results={"order-score": 86400})``)."""
+    kinds = dict(BUILTIN_RESULT_KINDS)
+    for wf in workflows:
+        kinds.update(dict(getattr(wf, "results", ()) or ()))
+    return kinds
+
+
+def _results(client: redis.Redis, keys: Keys, snap: Snapshot, kinds: dict[str, int]) -> None:
+    snap.result_max_age = kinds
+    for kind in kinds:
         key = results_key(keys, kind)
         n = int(client.zcard(key))
         oldest = client.zrange(key, 0, 0, withscores=True)

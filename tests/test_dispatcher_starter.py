@@ -73,12 +73,25 @@ def test_a_chain_last_task_records_the_run_and_every_task_has_the_errback() -> N
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
 
 
-def test_a_task_unknown_to_the_starter_is_followed_by_the_bookkeeping_task() -> None:
-    canvas, record = _prepare(lambda env, ctx: ctx.sig("mesh.not.declared.here", ctx.meta))
-    assert [t.task for t in canvas.tasks] == ["mesh.not.declared.here", FINISHED_TASK]
+def test_a_plain_celery_task_as_last_step_is_followed_by_the_bookkeeping_task() -> None:
+    canvas, record = _prepare(lambda env, ctx: ctx.sig("mesh.probe.plain", ctx.meta))
+    assert [t.task for t in canvas.tasks] == ["mesh.probe.plain", FINISHED_TASK]
     assert record.last == "finished"
     assert canvas.tasks[1].options["task_id"].endswith(":finished")
+    assert all(t.options["headers"]["mesh_workflow"] == "w" for t in canvas.tasks)
     assert all(_errbacks(t) == [FAILED_TASK] for t in canvas.tasks)
+
+
+def test_a_task_nobody_declared_fails_the_build_naming_workflow_and_task() -> None:
+    st = _starter(lambda env, ctx: ctx.sig("mesh.not.declared.here", ctx.meta))
+    [err] = st.start_many([StartRequest("w", ENV, "r1")])
+    assert err is not None and "'mesh.not.declared.here'" in err and "workflow 'w'" in err
+
+
+def test_a_builder_returning_no_canvas_is_reported() -> None:
+    st = _starter(lambda env, ctx: {"not": "a canvas"})
+    [err] = st.start_many([StartRequest("w", ENV, "r1")])
+    assert err is not None and "TypeError" in err and "not a Celery canvas" in err
 
 
 def test_a_chain_ending_in_a_group_keeps_the_bookkeeping_task() -> None:

@@ -93,14 +93,12 @@ def celery_config(settings: MeshSettings) -> dict[str, Any]:
 def create_app(settings: MeshSettings) -> Celery:
     """A new Celery app for these settings, with every declared task bound to it
     (``workers/tasks/*`` and ``celery.extra_modules``). No global ``current_app``."""
-    import importlib
-
+    from chains.loader import import_extra_modules
     from workers.kinds import register_tasks
     from workers.tasks import import_all
 
     import_all()
-    for name in settings.celery.extra_modules:
-        importlib.import_module(name)
+    import_extra_modules(settings)
     patch_kombu_half_closed_channel()  # a Redis restart must not kill the worker
     leave_unknown_tasks_to_the_redriver()
     app = Celery("mesh", set_as_current=False)

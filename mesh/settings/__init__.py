@@ -16,12 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from mesh import redact
 from mesh.errors import ConfigError
 from mesh.settings.artifacts import ArtifactSettings
 from mesh.settings.celery import CelerySettings
 from mesh.settings.dispatcher import DispatcherSettings
+from mesh.settings.flow import FlowSettings, LimitSpec
 from mesh.settings.gpu import GpuSettings
 from mesh.settings.llm import LlmSettings
 from mesh.settings.monitoring import MonitoringSettings
@@ -37,7 +39,9 @@ __all__ = [
     "ArtifactSettings",
     "CelerySettings",
     "DispatcherSettings",
+    "FlowSettings",
     "GpuSettings",
+    "LimitSpec",
     "LlmSettings",
     "MeshSettings",
     "MonitoringSettings",
@@ -71,13 +75,22 @@ class MeshSettings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshSettings:
         """Build the tree from ``environ`` (default: the process environment).
 
         Raises ``ConfigError`` naming every unknown ``MESH_*`` key and every invalid value.
+        Every secret of the tree is registered with ``mesh.redact``, so it is masked in
+        whatever this process logs or prints from then on.
         """
+        settings = cls._build(environ, overrides)
+        redact.remember_settings(settings)
+        return settings
+
+    @classmethod
+    def _build(cls, environ: Mapping[str, str] | None, overrides: dict[str, Any]) -> MeshSettings:
         env = dict(os.environ if environ is None else environ)
         unknown = unknown_env_keys(env)
         if unknown:
@@ -100,6 +113,8 @@ class MeshSettings(BaseSettings):
                 os.environ.update(saved)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from exc
+        except SettingsError as exc:  # a value that should be JSON is not
+            raise ConfigError(_describe_json(env) or str(exc)) from None
 
     def to_env(self) -> dict[str, str]:
         """The non-default settings as ``MESH_*`` variables (secrets included, as-is).
@@ -129,6 +144,30 @@ def setting_names() -> dict[str, type[BaseModel]]:
     return names
 
 
+def _describe_json(env: Mapping[str, str]) -> str:
+    """Name the variable whose value is not the JSON its setting needs (a list, a
+    mapping), with the expected form."""
+    import json
+
+    models = setting_names()
+    for key, value in env.items():
+        model = models.get(key.upper())
+        if model is None:
+            continue
+        field_name = key.upper()[len(ENV_PREFIX):].split("_", 1)[1].lower()
+        field = model.model_fields.get(field_name)
+        shape = str(field.annotation) if field is not None else ""
+        if not any(t in shape for t in ("list", "dict", "Mapping")):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            example = '["orders.workflows"]' if "list" in shape else '{"standard": 120}'
+            return (f"{key.upper()} must be JSON ({'a list' if 'list' in shape else 'an object'}, "
+                    f"e.g. {key.upper()}='{example}'), got {value[:80]!r}")
+    return ""
+
+
 def unknown_env_keys(env: Mapping[str, str]) -> list[str]:
     valid = setting_names()
     groups = {f"{ENV_PREFIX}{g}".upper() for g in MeshSettings.model_fields}
@@ -150,8 +189,8 @@ def _env_value(value: Any) -> str:
         return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
+    if isinstance(value, (list, dict)):  # nested models (flow limits) as their JSON
+        return json.dumps(value, default=lambda m: m.model_dump(exclude_defaults=True))
     return str(value)
 
 

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class CelerySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     prefetch_multiplier: int = Field(default=1, ge=1, le=16)
     """Bounded prefetch: with acks_late each worker process reserves this many tasks."""

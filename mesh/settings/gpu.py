@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class BatchLimits(BaseModel):
     """How one task type is micro-batched."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     max_batch: int = Field(default=64, ge=1)
     """Largest micro-batch gathered into one forward pass."""
@@ -22,7 +22,7 @@ class BatchLimits(BaseModel):
 
 
 class GpuSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     max_batch: int = Field(default=64, ge=1)
     """Default largest micro-batch (task types not in ``batch`` use it)."""

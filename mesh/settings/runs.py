@@ -15,7 +15,7 @@ DEFAULT_RUNNING_AFTER_S = {
 
 
 class RunSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     redrive_queued_after_s: int = Field(default=300, ge=1)
     """Seconds a run may wait for its next step to start (message in a queue) before the

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StreamSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     partitions: int = Field(default=1, ge=1, le=1024)
     """Number of event streams; an event goes to ``crc32(entity_key) % partitions``."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from celery import shared_task
+
 from chains.registry import REGISTRY, Coalesce, On, RunContext
 from events.base import Envelope
 from mesh.errors import PermanentError
@@ -44,3 +46,9 @@ if "probe" not in REGISTRY.workflows:
     REGISTRY.workflow("probe", on=[On("customer.activity"), On("content.deleted")])(_build)
     REGISTRY.workflow("probe-coalesced", on=[On("customer.updated")],
                       coalesce=Coalesce(window_s=0.5, max_wait_s=3.0))(_build)
+
+
+@shared_task(name="mesh.probe.plain")
+def plain(*args: Any) -> dict[str, Any]:
+    """A plain Celery task (no @task/@step): it can be a step of a run too."""
+    return {"plain": True, "args": len(args)}

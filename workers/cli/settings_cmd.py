@@ -11,8 +11,8 @@ from workers.cli._common import emit_json, json_option, load_settings
 @click.command("settings")
 @json_option
 def settings_cmd(as_json: bool) -> None:
-    """List every MESH_* setting and its current value (secrets masked)."""
-    s = load_settings()
+    """List every MESH_* setting, its current value (secrets masked) and what it does."""
+    s = load_settings(check_redis=False)
     rows = []
     for group_name in type(s).model_fields:
         group = getattr(s, group_name)
@@ -26,6 +26,8 @@ def settings_cmd(as_json: bool) -> None:
         return
     for r in rows:
         click.echo(f"{r['env']:<45} {r['value']}")
+        if r["help"]:
+            click.echo(f"    {' '.join(str(r['help']).split())}")
 
 
 COMMANDS = [settings_cmd]

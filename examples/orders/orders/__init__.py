@@ -1,0 +1,1 @@
+"""An example team package for Worker Mesh (docs/your-workflow.md)."""
