@@ -35,10 +35,10 @@ from typing import Any
 import redis
 
 from benchmarks._common import ROOT, bench_settings, embedded_redis, emit, realistic_events, summary
-from events.base import Envelope
-from events.wire import encode
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.wire import encode
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
 
 BASELINE_REV = "82aa6ff"
 """main with the run ledger, before run history (issue 12)."""
@@ -108,7 +108,7 @@ def step_cost(client: redis.Redis, mods: dict[str, ModuleType], runs: int, round
 
 
 def bench_settings_for(client: redis.Redis) -> Any:
-    from mesh.settings.runs import RunSettings
+    from worker_mesh.mesh.settings.runs import RunSettings
 
     return RunSettings()
 
@@ -196,7 +196,7 @@ def main() -> None:
     with embedded_redis() as server:
         s = bench_settings(server)
         client = make_client(s.redis)
-        mods = {"before": load_baseline(args.baseline_rev), "after": __import__("mesh.runs").runs}
+        mods = {"before": load_baseline(args.baseline_rev), "after": __import__("worker_mesh.mesh.runs").runs}
         cost = step_cost(client, mods, runs=300 if args.quick else 1000, rounds=3 if args.quick else 5)
         mem = {name: memory(client, n, mod) for name, mod in mods.items()}
     emit("runs_ledger", {"params": {"memory_runs": n, "baseline_rev": args.baseline_rev},

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from celery import chord
 from celery.exceptions import CPendingDeprecationWarning
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope
 
 if TYPE_CHECKING:
     from celery.canvas import Signature
@@ -37,8 +37,8 @@ WORKFLOW = "churn-rescore"
     version=VERSION, sla_s=30 * 86400)
 def build(env: Envelope, ctx: RunContext) -> Signature:
     """Rescore all customers with the promoted churn model (chord over shards)."""
-    from workers.runtime import runtime_for
-    from workers.stores.profiles import ProfileStore
+    from worker_mesh.workers.runtime import runtime_for
+    from worker_mesh.workers.stores.profiles import ProfileStore
 
     rt = runtime_for(ctx.app)
     bounds = ProfileStore(rt.redis, rt.keys).shard_bounds(rt.settings.workflows.churn_shard_size)

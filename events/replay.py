@@ -30,16 +30,16 @@ from typing import Any, cast
 
 import redis
 
-from events.catalog import CATALOG, EventCatalog
-from events.dlq import GRANT_TTL_S
-from events.routing import Router
-from events.wire import decode
-from mesh.errors import MeshError
-from mesh.keys import Keys, partition_of
-from mesh.redis_conn import translate_errors
-from mesh.runs import RunLedger
-from mesh.runs_history import RunHistory, RunQuery
-from mesh.settings import MeshSettings
+from worker_mesh.events.catalog import CATALOG, EventCatalog
+from worker_mesh.events.dlq import GRANT_TTL_S
+from worker_mesh.events.routing import Router
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.errors import MeshError
+from worker_mesh.mesh.keys import Keys, partition_of
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.runs_history import RunHistory, RunQuery
+from worker_mesh.mesh.settings import MeshSettings
 
 REPLAY_FIELDS = ("replay", "route")
 

@@ -17,9 +17,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from events.base import Event
-from events.catalog import CATALOG, EventCatalog
-from mesh.errors import MeshError, UnknownEventType
+from worker_mesh.events.base import Event
+from worker_mesh.events.catalog import CATALOG, EventCatalog
+from worker_mesh.mesh.errors import MeshError, UnknownEventType
 
 MASK = "***"
 

@@ -39,9 +39,9 @@ from typing import Any
 
 import redis
 
-from mesh import runs_lua as lua
-from mesh.keys import Keys
-from mesh.settings.runs import RunSettings
+from worker_mesh.mesh import runs_lua as lua
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings.runs import RunSettings
 
 __all__ = ["FINISHED_TASK", "Begin", "Overdue", "RunLedger", "RunRecord", "StartOutcome", "StepInfo",
            "WorkflowStats", "lineage_of", "redrive_overdue", "split_task_id"]

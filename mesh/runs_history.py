@@ -33,9 +33,9 @@ from typing import Any
 
 import redis
 
-from mesh.keys import Keys
-from mesh.runs import CANCELLED, FAILED, NOT_KEPT, OUTCOMES, STARTED, RunLedger
-from mesh.settings.runs import RunSettings
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import CANCELLED, FAILED, NOT_KEPT, OUTCOMES, STARTED, RunLedger
+from worker_mesh.mesh.settings.runs import RunSettings
 
 __all__ = ["STATES", "RunDetail", "RunHistory", "RunQuery", "RunSummary", "StepRow"]
 

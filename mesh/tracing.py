@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.settings.tracing import TracingSettings
+from worker_mesh.mesh.settings.tracing import TracingSettings
 
 __all__ = ["Span", "configure", "enabled", "end", "shutdown", "span_now", "start"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from mesh import lineage, tracing
-from mesh.runs import split_task_id
+from worker_mesh.mesh import lineage, tracing
+from worker_mesh.mesh.runs import split_task_id
 
 log = logging.getLogger("mesh.run_hooks")
 
@@ -59,7 +59,7 @@ def _prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **
     span = None
     if tracing.enabled():
         try:
-            from workers.runtime import runtime_for
+            from worker_mesh.workers.runtime import runtime_for
 
             parent = runtime_for(app).ledger.get_field(ids[0], "trace")
             span = tracing.start(f"step {ids[1]}", parent,
@@ -93,7 +93,7 @@ def _retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     if ids is None or app is None:
         return
     try:
-        from workers.runtime import runtime_for
+        from worker_mesh.workers.runtime import runtime_for
 
         runtime_for(app).ledger.step_error(ids[0], ids[1], error_text(reason))
     except Exception as exc:

@@ -14,10 +14,10 @@ from typing import Any
 
 from celery import chain
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope
-from gpu_pool.routing import Resource
-from workers.kinds import STANDARD, task
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.kinds import STANDARD, task
 
 PRODUCER = "runs-test"
 OLD_EMBEDDING_VERSION = "all-MiniLM-L6-v2@000000000old"

@@ -5,6 +5,6 @@ they would be by the model version before an upgrade."""
 from __future__ import annotations
 
 from tests.runs.flows import OLD_EMBEDDING_VERSION
-from workers.embedding import model
+from worker_mesh.workers.embedding import model
 
 model.model_version = lambda: OLD_EMBEDDING_VERSION  # type: ignore[assignment]

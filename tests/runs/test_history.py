@@ -8,10 +8,10 @@ import uuid
 import pytest
 import redis
 
-from mesh.keys import Keys
-from mesh.runs import CANCELLED, FAILED, RunLedger, RunRecord, StepInfo
-from mesh.runs_history import RunHistory, RunQuery
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import CANCELLED, FAILED, RunLedger, RunRecord, StepInfo
+from worker_mesh.mesh.runs_history import RunHistory, RunQuery
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 

@@ -12,19 +12,19 @@ import uuid
 import pytest
 import redis
 
-from chains.registry import On, Workflow, WorkflowRegistry
-from events.base import Envelope
-from events.catalog import CustomerActivity, CustomerUpdated
-from events.dispatcher import Dispatcher
-from events.publisher import Publisher
-from events.replay import Replayer
-from events.wire import encode
-from mesh.keys import Keys
-from mesh.runs import FAILED, RunLedger, RunRecord, StepInfo
-from mesh.runs_history import RunQuery
-from mesh.settings import MeshSettings
 from tests.test_dispatcher_inprocess import RecordingStarter
-from workers.tasks.dlq import chord_culprit
+from worker_mesh.chains.registry import On, Workflow, WorkflowRegistry
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity, CustomerUpdated
+from worker_mesh.events.dispatcher import Dispatcher
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.events.replay import Replayer
+from worker_mesh.events.wire import encode
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import FAILED, RunLedger, RunRecord, StepInfo
+from worker_mesh.mesh.runs_history import RunQuery
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.tasks.dlq import chord_culprit
 
 pytestmark = pytest.mark.integration
 

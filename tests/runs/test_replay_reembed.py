@@ -18,17 +18,17 @@ import uuid
 
 import pytest
 
-from events.catalog import ContentCreated
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs_history import RunHistory, RunQuery
-from mesh.settings import MeshSettings
 from tests.runs.flows import OLD_EMBEDDING_VERSION as OLD_VERSION
 from tests.support.procs import ROOT, child_env, start, wait_for
-from workers.embedding.model import model_version
-from workers.embedding.vectors import VectorStore
+from worker_mesh.events.catalog import ContentCreated
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs_history import RunHistory, RunQuery
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.embedding.model import model_version
+from worker_mesh.workers.embedding.vectors import VectorStore
 
 pytestmark = [pytest.mark.e2e]
 BODY = ("Churn falls when onboarding is short and support answers fast. " * 30)
@@ -47,7 +47,7 @@ def test_replay_by_old_model_version_reembeds_exactly_its_documents(
     new = model_version()
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+        res = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                              env=child_env(s), capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr
         return res
@@ -95,7 +95,7 @@ def test_replay_by_old_model_version_reembeds_exactly_its_documents(
         embedded = sum(json.loads(cli("runs", "show", x.run_id, "--json").stdout)["steps"][1]
                        ["state"] == "succeeded" for x in redone)
         assert embedded == 4
-        audit = subprocess.run([sys.executable, "-m", "workers.cli", "audit", "--wait-s", "60"],
+        audit = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "audit", "--wait-s", "60"],
                                cwd=ROOT, env=child_env(s), capture_output=True, text=True, timeout=120)
         assert audit.returncode == 0, audit.stdout + audit.stderr
     finally:

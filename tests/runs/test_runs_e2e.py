@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from chains.registry import RUN_NAMESPACE
-from events.base import Envelope
-from events.catalog import ContentDeleted, CustomerActivity, CustomerCreated
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys, partition_of
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.runs.flows import PRODUCER
 from tests.support.procs import ROOT, Proc, child_env, start, wait_for
+from worker_mesh.chains.registry import RUN_NAMESPACE
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentDeleted, CustomerActivity, CustomerCreated
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys, partition_of
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e]
 CUSTOMERS = ("rc-1", "rc-2", "rc-3")
@@ -44,7 +44,7 @@ class Mesh:
         self.pub = Publisher(self.r, s.streams, self.keys)
 
     def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+        res = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                              env=child_env(self.s), capture_output=True, text=True, timeout=300)
         if ok:
             assert res.returncode == 0, res.stdout + res.stderr

@@ -9,19 +9,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from chains.registry import RUN_NAMESPACE
-from events.base import Envelope
-from events.catalog import ContentDeleted
-from events.publisher import Publisher
-from mesh import tracing
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings, TracingSettings
 from tests.runs.flows import PRODUCER
 from tests.runs.otlp_receiver import OtlpReceiver
 from tests.support.procs import start, wait_for
+from worker_mesh.chains.registry import RUN_NAMESPACE
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentDeleted
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh import tracing
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings, TracingSettings
 
 pytestmark = [pytest.mark.e2e]
 

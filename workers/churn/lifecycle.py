@@ -9,10 +9,10 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from events.base import Envelope
-from events.catalog import ModelPromoted, ModelRetrainRequested
-from workers.churn.scoring import services
-from workers.churn.training import train_and_maybe_promote
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ModelPromoted, ModelRetrainRequested
+from worker_mesh.workers.churn.scoring import services
+from worker_mesh.workers.churn.training import train_and_maybe_promote
 
 RESCORE_WORKFLOW = "churn-rescore"
 PROMOTED_NAMESPACE = uuid.UUID("3c0e6d1a-5f2b-4e8a-9d47-1b6f0a2c9e55")
@@ -62,8 +62,8 @@ def promoted_event(version: str, seq: int, previous: str | None, reason: str, *,
 
 def rescore_run_id(env: Envelope) -> str:
     """The run id the dispatcher gives the rescoring of ``env`` (deterministic)."""
-    from chains.churn_rescore import WORKFLOW  # registers the workflow in this process
-    from chains.registry import REGISTRY
+    from worker_mesh.chains.churn_rescore import WORKFLOW  # registers the workflow in this process
+    from worker_mesh.chains.registry import REGISTRY
 
     return REGISTRY.get(WORKFLOW).run_id(env)
 
@@ -80,7 +80,7 @@ def scheduled_request(rt: Any, now: datetime | None = None) -> str:
 def ensure_model(settings: Any, *, samples: int | None = None, seed: int = 7) -> str:
     """Train and promote a first churn model when none is promoted (the demo's set-up,
     a fresh environment). Returns a one-line note for a summary."""
-    from workers.runtime import Runtime
+    from worker_mesh.workers.runtime import Runtime
 
     rt = Runtime(settings)
     registry = services(rt).registry

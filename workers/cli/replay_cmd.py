@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
-from workers.cli.runs_cmd import parse_time
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli.runs_cmd import parse_time
 
 WHERE_KEYS = ("model_version", "workflow_version", "state", "entity", "failed_at")
 
@@ -37,9 +37,9 @@ def _entities(given: tuple[str, ...], path: Path | None) -> list[str | None]:
 
 def _plan(rp: Any, workflow: str, where: dict[str, str], entities: list[str | None],
           since: float | None, until: float | None, backfill: bool, latest: bool) -> Any:
-    from chains.loader import load_workflows
-    from events.replay import ReplayPlan
-    from mesh.runs_history import RunQuery
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.events.replay import ReplayPlan
+    from worker_mesh.mesh.runs_history import RunQuery
 
     registry = load_workflows(load_settings())
     if workflow not in registry.workflows:
@@ -123,9 +123,9 @@ def replay_cmd(workflow: str, where_: tuple[str, ...], entities: tuple[str, ...]
 
     Counts first (--dry-run stops there), asks unless --yes, then sends at most --rate
     events/s while the dispatchers keep up (--max-backlog)."""
-    from events.replay import Replayer
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
+    from worker_mesh.events.replay import Replayer
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
 
     s = load_settings()
     rp = Replayer(make_client(s.redis), s, Keys(s.redis.key_prefix))

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
-from workers.cli.runs_cmd import history_and_ledger, when
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli.runs_cmd import history_and_ledger, when
 
 KINDS = ("churn", "embedding", "content")
 LINEAGE = ("event_id", "run_id", "workflow", "workflow_version", "step", "model_version")
@@ -23,19 +23,19 @@ LINEAGE = ("event_id", "run_id", "workflow", "workflow_version", "step", "model_
 
 def read_result(kind: str, entity: str) -> list[dict[str, Any]]:
     """The stored records of ``entity`` (one per model version for embeddings)."""
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
 
     s = load_settings()
     client = make_client(s.redis)
     keys = Keys(s.redis.key_prefix)
     if kind == "churn":
-        from workers.stores.results import ChurnResults
+        from worker_mesh.workers.stores.results import ChurnResults
 
         row = ChurnResults(client, keys).get(entity)
         return [row] if row else []
     if kind == "embedding":
-        from workers.embedding.vectors import VectorStore
+        from worker_mesh.workers.embedding.vectors import VectorStore
 
         store = VectorStore(client, keys)
         out = []
@@ -112,7 +112,7 @@ def made_by_cmd(model_version: str, workflow: str | None, limit: int, as_json: b
     """What MODEL_VERSION made: the runs whose steps used it (newest first) and the
     records each wrote (runs within MESH_RUNS_RETENTION_S). Every record also names
     its model version itself (`mesh results get`)."""
-    from mesh.runs_history import RunQuery
+    from worker_mesh.mesh.runs_history import RunQuery
 
     hist, _ = history_and_ledger()
     out = []

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -42,10 +42,10 @@ def when(ts: float | None) -> str:
 
 
 def history_and_ledger() -> tuple[Any, Any]:
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
-    from mesh.runs import RunLedger
-    from mesh.runs_history import RunHistory
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
+    from worker_mesh.mesh.runs import RunLedger
+    from worker_mesh.mesh.runs_history import RunHistory
 
     s = load_settings()
     client = make_client(s.redis)
@@ -55,7 +55,7 @@ def history_and_ledger() -> tuple[Any, Any]:
 
 def query_options(fn: Any) -> Any:
     """The run filters shared by `mesh runs list` and `mesh replay`."""
-    from mesh.runs_history import STATES
+    from worker_mesh.mesh.runs_history import STATES
 
     for opt in reversed([
         click.option("--workflow", "-w", default=None, help="Runs of this workflow."),
@@ -75,7 +75,7 @@ def query_options(fn: Any) -> Any:
 def build_query(workflow: str | None, workflow_version: str | None, state: str | None,
                 entity: str | None, model_version: str | None, failed_at: str | None,
                 since: str | None, until: str | None) -> Any:
-    from mesh.runs_history import RunQuery
+    from worker_mesh.mesh.runs_history import RunQuery
 
     if workflow_version is not None and workflow is None:
         raise click.UsageError("--workflow-version needs --workflow")
@@ -126,8 +126,8 @@ def show_cmd(run_id: str, as_json: bool) -> None:
     """One run: the event that caused it, then each step with its state, attempts,
     timings, last error and what it wrote. Exits 1 when the run is unknown (never
     started, or past its retention)."""
-    from chains.loader import load_workflows
-    from events.sensitive import mask_wire
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.events.sensitive import mask_wire
 
     hist, _ = history_and_ledger()
     load_workflows(load_settings())
@@ -173,7 +173,7 @@ def cancel_cmd(run_id: str, reason: str, as_json: bool) -> None:
     """Cancel a run in flight: the step running now finishes (or fails) on its own,
     no later step starts, the run ends `cancelled`. Exits 1 when the run is not in
     flight (unknown, or already ended: its state is printed)."""
-    from monitoring import metrics
+    from worker_mesh.monitoring import metrics
 
     _, ledger = history_and_ledger()
     done = ledger.cancel(run_id, reason)

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mesh.errors import PermanentError
-from mesh.settings import MeshSettings
-from monitoring import metrics
-from workers.embedding import model as model_mod
-from workers.embedding.chunking import Chunk, chunk_text, document_text, text_hash
-from workers.embedding.vectors import Hit, VectorStore
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.embedding import model as model_mod
+from worker_mesh.workers.embedding.chunking import Chunk, chunk_text, document_text, text_hash
+from worker_mesh.workers.embedding.vectors import Hit, VectorStore
 
 
 def plan(settings: MeshSettings, doc: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_pool.routing import Resource
-from workers.churn import rescore, scoring
-from workers.kinds import INFERENCE, STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.churn import rescore, scoring
+from worker_mesh.workers.kinds import INFERENCE, STANDARD, task
 
 
 @task("mesh.churn.merge_profile", kind=STANDARD, resource=Resource.CPU)

@@ -23,14 +23,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gpu_pool import cost
-from gpu_pool.batching import BatchReport, MicroBatcher
-from gpu_pool.offpeak import Windows
-from gpu_pool.routing import Resource
-from mesh.errors import PermanentError
-from monitoring import metrics
-from workers.kinds import INFERENCE, STANDARD, task
-from workers.schedule import SCHEDULE_BUILDERS
+from worker_mesh.gpu_pool import cost
+from worker_mesh.gpu_pool.batching import BatchReport, MicroBatcher
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.kinds import INFERENCE, STANDARD, task
+from worker_mesh.workers.schedule import SCHEDULE_BUILDERS
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def embed_one(rt: Any, item: Any) -> dict[str, Any]:
     """Embed one text (micro-batched with its neighbours in this process)."""
     text, rest = _embed_item(item)
 
-    from workers.embedding.model import embed_texts, get_model
+    from worker_mesh.workers.embedding.model import embed_texts, get_model
 
     model = get_model(rt)  # once per process, shared with the re-embedding tasks
 
@@ -162,7 +162,7 @@ def embed_bulk(rt: Any, item: Any) -> dict[str, Any]:
 @task("mesh.gpu.release_due", kind=STANDARD, resource=Resource.CPU)
 def release_due(rt: Any) -> int:
     """Beat's releaser tick: release held work whose window or deadline has come."""
-    from gpu_pool.deferral import CelerySender, Deferral
+    from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
 
     d = Deferral(rt.redis, rt.keys, rt.settings.gpu, CelerySender(rt.app))
     return d.release_due(datetime.now(UTC))
