@@ -1,8 +1,11 @@
 """Batch rescoring of every customer with the promoted model: a chord over shards.
 
-Started after a promotion (``chains.retrain``, ``mesh models promote``) and by
-``mesh models rescore``; no stream event starts it (the catalog has no rescoring
-event). The builder splits the customer index into id ranges of
+Started by a ``model.promoted`` event (published after a promotion by the retraining,
+``mesh models promote`` and ``mesh models rescore``), through the dispatcher: the
+rescoring is a run like any other, in ``mesh audit`` and ``mesh runs list``, and each
+score it writes names the promotion event as its cause. Results already made by the
+promoted version (same profile revision and promotion) are left as they are. The
+builder splits the customer index into id ranges of
 ``workflows.churn_shard_size`` customers; each range is one ``mesh.churn.rescore_shard``
 task of the GPU-bulk class (``gpu-batch`` queue: bulk work that may wait for off-peak
 capacity). The body totals the shards; a shard that fails for good makes the chord fail,
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 from celery import chord
 from celery.exceptions import CPendingDeprecationWarning
 
-from worker_mesh.chains.registry import REGISTRY, RunContext
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
 from worker_mesh.events.base import Envelope
 
 if TYPE_CHECKING:
@@ -27,7 +30,11 @@ VERSION = "1"
 WORKFLOW = "churn-rescore"
 
 
-@REGISTRY.workflow(WORKFLOW, on=[], version=VERSION, sla_s=30 * 86400)
+@REGISTRY.workflow(
+    WORKFLOW,
+    on=[On("model.promoted", where=lambda env: getattr(env.payload, "model", None) == "churn"
+           and bool(getattr(env.payload, "rescore", True)), description="model == churn, rescore")],
+    version=VERSION, sla_s=30 * 86400)
 def build(env: Envelope, ctx: RunContext) -> Signature:
     """Rescore all customers with the promoted churn model (chord over shards)."""
     from worker_mesh.workers.runtime import runtime_for

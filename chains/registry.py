@@ -102,6 +102,9 @@ class Workflow:
     sla_s: int = 3600
     """Freshness SLA: a success is expected at least this often (alerts and status)."""
     description: str = ""
+    supersede: bool = False
+    """A newer event for the same entity cancels this workflow's run in flight for it
+    (the running step finishes, later steps do not start; ``mesh.runs``)."""
     results: tuple[tuple[str, int], ...] = ()
     """Result kinds the workflow stores (``current_step().store_result``), each with the
     age (s) past which a stored result is stale (``mesh_result_max_age_seconds``)."""
@@ -136,16 +139,18 @@ class WorkflowRegistry:
         sla_s: int = 3600,
         description: str = "",
         results: dict[str, int] | None = None,
+        supersede: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register ``build``: ``build(env, ctx)`` (the envelope and the run context) or
         ``build(event)`` (the typed event alone). ``on``: event types or ``On(...)``
-        triggers; ``results``: result kind -> max age (s) for the staleness alert."""
+        triggers; ``results``: result kind -> max age (s) for the staleness alert;
+        ``supersede``: a newer event for the same entity cancels the run in flight."""
 
         def deco(build: Callable[..., Any]) -> Callable[..., Any]:
             triggers = tuple(t if isinstance(t, On) else On(t) for t in on)
             self.add(Workflow(name, version, triggers, _two_args(build), coalesce, sla_s,
                               description or (build.__doc__ or "").strip().split("\n")[0],
-                              tuple(sorted((results or {}).items()))))
+                              supersede=supersede, results=tuple(sorted((results or {}).items()))))
             return build
 
         return deco

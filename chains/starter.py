@@ -43,6 +43,7 @@ from worker_mesh.chains.registry import RunContext, WorkflowRegistry
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.routing import StartRequest
 from worker_mesh.events.wire import encode
+from worker_mesh.mesh import tracing
 from worker_mesh.mesh.errors import BrokerUnavailable, PermanentError
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.runs import FINISHED_TASK, RunLedger, RunRecord, StepInfo, split_task_id
@@ -130,11 +131,16 @@ class CeleryStarter:
         from kombu.utils.json import dumps
 
         steps = [StepInfo(_step_of(t), t.task, self._kind(t.task)) for t in _plain_tasks(body)]
+        attrs = {"fields": dumps(fields), "coalesced": str(req.coalesced)}
+        trace = tracing.span_now(f"run {wf.name}", fields.get("traceparent"), {
+            "mesh.run_id": req.run_id, "mesh.workflow": wf.name, "mesh.event_id": req.env.event_id})
+        if trace:  # the steps' spans hang under it (workers.run_hooks)
+            attrs["trace"] = trace
         record = RunRecord(
             run_id=req.run_id, workflow=wf.name, version=wf.version, event_id=req.env.event_id,
             event_type=req.env.type, entity=req.env.entity_key or "", steps=steps,
             last=_step_of(last), canvas=dumps(body), resume_of=req.resume_of,
-            attrs={"fields": dumps(fields), "coalesced": str(req.coalesced)})
+            attrs=attrs, supersede=wf.supersede)
         return body, record
 
     def _check_registered(self, canvas: Signature, workflow: str) -> None:
@@ -207,7 +213,9 @@ class CeleryStarter:
         held = [self._is_bulk_gpu(canvas) for _, canvas, _ in prepared]
         records = [dataclasses.replace(rec, held=h) for (_, _, rec), h in zip(prepared, held, strict=True)]
         try:
-            self.ledger.start_many(records)
+            for rec, started in zip(records, self.ledger.start_runs(records), strict=True):
+                if started.superseded:
+                    metrics.workflow_run(rec.workflow, "cancelled")
             self._hold([c for (_, c, _), h in zip(prepared, held, strict=True) if h])
             with self._no_result_subscriptions(), self._sending() as send:
                 for (_, canvas, _), h in zip(prepared, held, strict=True):

@@ -26,6 +26,7 @@ from worker_mesh.events.catalog import (
     CustomerCreated,
     CustomerUpdated,
     EventCatalog,
+    ModelPromoted,
     ModelRetrainRequested,
 )
 from worker_mesh.events.publisher import Publishable, Publisher
@@ -43,6 +44,7 @@ __all__ = [
     "Envelope",
     "Event",
     "EventCatalog",
+    "ModelPromoted",
     "ModelRetrainRequested",
     "Publisher",
     "configure",
@@ -65,11 +67,14 @@ def default_publisher() -> Publisher:
     global _default
     with _lock:
         if _default is None:
+            from worker_mesh.mesh import tracing
             from worker_mesh.mesh.keys import Keys
             from worker_mesh.mesh.redis_conn import make_client
             from worker_mesh.mesh.settings import MeshSettings
 
             s = MeshSettings.load()
+            if not tracing.enabled():
+                tracing.configure(s.tracing, "producer")
             _default = Publisher(make_client(s.redis), s.streams, Keys(s.redis.key_prefix))
         return _default
 

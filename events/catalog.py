@@ -75,7 +75,8 @@ class CustomerCreated(Event):
     customer_id: Id
     plan: Plan
     seats: int = Field(ge=1, le=1_000_000)
-    mrr: float = Field(ge=0, description="monthly recurring revenue, in the account currency")
+    mrr: float = Field(ge=0, description="monthly recurring revenue, in the account currency",
+                       json_schema_extra={"sensitive": True})
     signup_date: date
     country: str = Field(default="US", min_length=2, max_length=2)
 
@@ -91,7 +92,7 @@ class CustomerUpdated(Event):
     customer_id: Id
     plan: Plan | None = None
     seats: int | None = Field(default=None, ge=1, le=1_000_000)
-    mrr: float | None = Field(default=None, ge=0)
+    mrr: float | None = Field(default=None, ge=0, json_schema_extra={"sensitive": True})
     nps: int | None = Field(default=None, ge=0, le=10, description="last NPS answer, 0-10")
     version: int = Field(default=1, ge=1, description="profile version after the change")
 
@@ -195,3 +196,21 @@ class ModelRetrainRequested(Event):
     model: Literal["churn"] = "churn"
     reason: str = Field(default="on demand", max_length=500)
     samples: int = Field(default=4000, ge=200, le=1_000_000)
+
+
+@register
+class ModelPromoted(Event):
+    """A model version was promoted (or rolled back to): what it scores must be scored
+    again. Starts ``churn-rescore`` (through the dispatcher, so the rescoring is in
+    ``mesh audit`` and the run ledger like any run)."""
+
+    event_type = "model.promoted"
+    entity_kind = "model"
+    entity_field = "model"
+
+    model: Literal["churn"] = "churn"
+    version: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=1, description="promotion sequence number (grows on every promotion)")
+    previous_version: str | None = Field(default=None, max_length=128)
+    reason: str = Field(default="", max_length=500)
+    rescore: bool = Field(default=True, description="rescore every result with this version")

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import redis
 
 from worker_mesh.events.base import Envelope, Event
+from worker_mesh.mesh import tracing
 from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent, PayloadTooLarge
 from worker_mesh.mesh.keys import Keys, partition_of
 from worker_mesh.mesh.redis_conn import translate_errors
@@ -96,6 +97,7 @@ class Publisher:
             b"*22\r\n" + b"".join(_bulk(a) for a in (b"XADD", s.encode(), b"MAXLEN", b"~", maxlen, b"*"))
             for s in self._stream_names
         ]
+        self._heads_traced = [b"*24" + h[3:] for h in self._heads]  # + traceparent
         self._producer_default = _bulk(b"producer") + _bulk(producer.encode())
         self._classes: dict[type[Event], _ClassSegment] = {}
         # The packed fast path needs one plain connection from a pool; anything else
@@ -127,8 +129,10 @@ class Publisher:
             )
         return payload
 
-    def _pack(self, item: Publishable, eid: str, ts: str) -> tuple[int, bytes, str]:
-        """(partition, packed XADD, event id) of one event; validates as it goes."""
+    def _pack(self, item: Publishable, eid: str, ts: str,
+              trace: str | None = None) -> tuple[int, bytes, str]:
+        """(partition, packed XADD, event id) of one event; validates as it goes.
+        ``trace``: a W3C traceparent, written as the optional ``traceparent`` field."""
         if isinstance(item, Event):
             seg = self._classes.get(type(item)) or self._segment(type(item))
             payload = self._payload(seg, item)
@@ -154,9 +158,20 @@ class Publisher:
         p = partition_of(key, self._partitions) if self._partitions > 1 else 0
         packed = (b"%b$2\r\nid\r\n$%d\r\n%b\r\n%b$3\r\nkey\r\n$%d\r\n%b\r\n$4\r\nidem\r\n$%d\r\n%b\r\n"
                   b"$2\r\nts\r\n$%d\r\n%b\r\n%b$7\r\npayload\r\n$%d\r\n%b\r\n") % (
-            self._heads[p], len(e), e, seg.packed, len(k), k, len(i), i, len(t), t,
-            producer, len(payload), payload)
+            self._heads_traced[p] if trace else self._heads[p], len(e), e, seg.packed, len(k), k,
+            len(i), i, len(t), t, producer, len(payload), payload)
+        if trace:
+            packed += b"$11\r\ntraceparent\r\n" + _bulk(trace.encode())
         return p, packed, eid
+
+    @staticmethod
+    def _trace(item: Publishable, traceparent: str | None) -> str | None:
+        """The traceparent written with ``item``: the caller's, else (tracing on) the
+        one of a new ``publish <type>`` span, the root of the run's trace."""
+        if traceparent or not tracing.enabled():
+            return traceparent
+        kind = item.type if isinstance(item, Envelope) else getattr(item, "event_type", "?")
+        return tracing.span_now(f"publish {kind}", None, {"mesh.event_type": kind})
 
     # -- sending -------------------------------------------------------------------
     def _roundtrip(self, conn: Any, data: bytes, n: int) -> None:
@@ -218,10 +233,12 @@ class Publisher:
             pipe.execute()
 
     # -- public --------------------------------------------------------------------
-    def publish(self, item: Publishable) -> str:
+    def publish(self, item: Publishable, *, traceparent: str | None = None) -> str:
         """Append one event; returns its event id. Raises InvalidEvent / PayloadTooLarge
-        (bad input), BrokerUnavailable (retry) or ConfigError (credentials)."""
-        packed = self._pack(item, new_ids(1)[0], _now(UTC).isoformat())
+        (bad input), BrokerUnavailable (retry) or ConfigError (credentials).
+        ``traceparent``: run the event's workflows under this W3C trace context."""
+        packed = self._pack(item, new_ids(1)[0], _now(UTC).isoformat(),
+                            self._trace(item, traceparent))
         if self._fast:
             self._send("publish", packed[1], 1)
         else:
@@ -237,7 +254,11 @@ class Publisher:
         items = items if isinstance(items, list | tuple) else list(items)
         ts = _now(UTC).isoformat()
         pack = self._pack
-        prepared = [pack(item, eid, ts) for item, eid in zip(items, new_ids(len(items)), strict=True)]
+        if tracing.enabled():
+            prepared = [pack(item, eid, ts, self._trace(item, None))
+                        for item, eid in zip(items, new_ids(len(items)), strict=True)]
+        else:
+            prepared = [pack(item, eid, ts) for item, eid in zip(items, new_ids(len(items)), strict=True)]
         for start in range(0, len(prepared), chunk):
             part = prepared[start:start + chunk]
             if not self._fast:

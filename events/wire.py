@@ -1,20 +1,22 @@
 """The wire format of an event in a Redis stream: flat string fields, JSON payload.
 
-=========  ======================================================================
-field      value
-=========  ======================================================================
-id         event id (any unique string, <= 128 chars; uuid4 hex by default)
-type       event type, e.g. ``customer.updated``
-v          schema version of that type, decimal (``1``)
-key        entity key, ``<kind>:<id>`` (``customer:42``); partitioning and ordering
-idem       idempotency key; events with the same key within the dedupe TTL run once
-ts         when it happened, ISO 8601 with a zone (``2026-11-23T10:00:00Z``)
-producer   who published it (service name)
-payload    the event's fields as one JSON object (UTF-8)
-replay     optional, set only by ``mesh dlq replay``: the dead-letter entry id this is a
-           replay of (dedupe and run ids then treat it as a new attempt)
-route      optional, set only by ``mesh dlq replay``: start only this workflow
-=========  ======================================================================
+===========  ======================================================================
+field        value
+===========  ======================================================================
+id           event id (any unique string, <= 128 chars; uuid4 hex by default)
+type         event type, e.g. ``customer.updated``
+v            schema version of that type, decimal (``1``)
+key          entity key, ``<kind>:<id>`` (``customer:42``); partitioning and ordering
+idem         idempotency key; events with the same key within the dedupe TTL run once
+ts           when it happened, ISO 8601 with a zone (``2026-11-23T10:00:00Z``)
+producer     who published it (service name)
+payload      the event's fields as one JSON object (UTF-8)
+replay       optional, set only by ``mesh dlq replay``: the dead-letter entry id this is a
+             replay of (dedupe and run ids then treat it as a new attempt)
+route        optional, set only by ``mesh dlq replay``: start only this workflow
+traceparent  optional, W3C trace context (``00-<trace id>-<span id>-<flags>``): the
+             event's runs join that trace (``mesh.tracing``); a malformed one is ignored
+===========  ======================================================================
 
 Validation is strict, so that the runtime accepts exactly what ``mesh events schema``
 publishes: an integer field refuses ``"3"`` and ``true``; ``Infinity``, ``NaN`` and
@@ -43,7 +45,8 @@ from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import CATALOG, EventCatalog
 from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
 
-FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay", "route")
+FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay", "route",
+          "traceparent")
 REQUIRED = ("id", "type", "v", "ts", "payload")
 REPEATED = b"\x00repeated"
 """Marker field set by the dispatcher's stream parser when an entry repeats a field

@@ -39,11 +39,12 @@ from typing import Any
 
 import redis
 
+from worker_mesh.mesh import runs_lua as lua
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.settings.runs import RunSettings
 
-__all__ = ["FINISHED_TASK", "Begin", "Overdue", "RunLedger", "RunRecord", "StepInfo", "WorkflowStats",
-           "redrive_overdue", "split_task_id"]
+__all__ = ["FINISHED_TASK", "Begin", "Overdue", "RunLedger", "RunRecord", "StartOutcome", "StepInfo",
+           "WorkflowStats", "lineage_of", "redrive_overdue", "split_task_id"]
 
 log = logging.getLogger("mesh.runs")
 
@@ -52,6 +53,8 @@ OUTCOMES = (SUCCEEDED, FAILED, CANCELLED)
 DURATIONS_KEPT = 2000
 NOT_KEPT = "-"
 """Memo value of a step that succeeded but whose result was too large to keep."""
+ERROR_CHARS = 1000
+WROTE_CHARS = 500
 RUN_ID_LEN = 36
 FINISHED_TASK = "mesh.run.finished"
 """The bookkeeping step appended to runs that do not end in a mesh task (its success
@@ -67,172 +70,6 @@ def split_task_id(task_id: str | None) -> tuple[str, str] | None:
     if run_id.count("-") != 4:
         return None
     return run_id, task_id[RUN_ID_LEN + 1:]
-
-
-# -- Lua ------------------------------------------------------------------------------
-# A run's deadline is the max of its running steps' deadlines (fields ``r:<step>``) and
-# ``now + queued`` - so a chord member that finishes early does not shorten the
-# deadline of a long member still running.
-_DEADLINE = """
-local function deadline(run, base)
-  local d = tonumber(base)
-  local all = redis.call('HGETALL', run)
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 'r:' then
-      local v = tonumber(all[i + 1])
-      if v > d then d = v end
-    end
-  end
-  return d
-end
-"""
-
-_FINISH = """
-local function finish(tag, run_id, outcome, now, retention, reason, kept)
-  local run = tag .. ':run:' .. run_id
-  local wf = redis.call('HGET', run, 'workflow') or '?'
-  local started = tonumber(redis.call('HGET', run, 'started_at') or now)
-  redis.call('HSET', run, 'state', outcome, 'finished_at', now, 'reason', reason)
-  local drop = {'canvas'}
-  local all = redis.call('HKEYS', run)
-  for i = 1, #all do
-    if string.sub(all[i], 1, 2) == 'r:' then drop[#drop + 1] = all[i] end
-  end
-  redis.call('HDEL', run, unpack(drop))
-  redis.call('ZREM', tag .. ':inflight', run_id)
-  local counts = tag .. ':counts'
-  redis.call('HINCRBY', counts, outcome, 1)
-  redis.call('HINCRBY', counts, wf .. '|' .. outcome, 1)
-  local stats = tag .. ':stats:' .. wf
-  if outcome == 'succeeded' then
-    redis.call('HINCRBY', stats, 'successes', 1)
-    local durs = tag .. ':durations:' .. wf
-    redis.call('LPUSH', durs, string.format('%.6f', math.max(tonumber(now) - started, 0)))
-    redis.call('LTRIM', durs, 0, tonumber(kept) - 1)
-    redis.call('HSET', tag .. ':last_success', wf, string.format('%.3f', tonumber(now)))
-  elseif outcome == 'failed' then
-    redis.call('HINCRBY', stats, 'failures', 1)
-  else
-    redis.call('HINCRBY', stats, 'cancelled', 1)
-  end
-  redis.call('EXPIRE', run, retention)
-  redis.call('EXPIRE', tag .. ':memo:' .. run_id, retention)
-end
-"""
-
-# ARGV: tag, run_id, deadline, resume_of ('' none), field, value, ...
-_START = """
-local tag, run_id = ARGV[1], ARGV[2]
-local run = tag .. ':run:' .. run_id
-if redis.call('EXISTS', run) == 1 then return 0 end
-local fv = {}
-for i = 5, #ARGV do fv[#fv + 1] = ARGV[i] end
-redis.call('HSET', run, unpack(fv))
-redis.call('ZADD', tag .. ':inflight', ARGV[3], run_id)
-local wf = redis.call('HGET', run, 'workflow')
-redis.call('HINCRBY', tag .. ':counts', 'started', 1)
-redis.call('HINCRBY', tag .. ':counts', wf .. '|started', 1)
-if ARGV[4] ~= '' then
-  local old = tag .. ':memo:' .. ARGV[4]
-  if redis.call('EXISTS', old) == 1 then
-    redis.call('COPY', old, tag .. ':memo:' .. run_id, 'REPLACE')
-    redis.call('PERSIST', tag .. ':memo:' .. run_id)
-  end
-end
-return 1
-"""
-
-# ARGV: tag, run_id, step, running deadline, now
-_BEGIN = """
-local tag, run_id, step = ARGV[1], ARGV[2], ARGV[3]
-local run = tag .. ':run:' .. run_id
-local st = redis.call('HGET', run, 'state')
-if not st then return {false, false} end
-local m = redis.call('HGET', tag .. ':memo:' .. run_id, step)
-if st == 'started' and not m then
-  redis.call('HSET', run, 'r:' .. step, ARGV[4], 'running', step)
-  redis.call('ZADD', tag .. ':inflight', 'XX', deadline(run, ARGV[4]), run_id)
-end
-return {st, m}
-"""
-
-# ARGV: tag, run_id, step, memo value, queued deadline, now, retention, kept
-# Returns 0: run not in flight (unknown or finished), 1: progress, 2: run succeeded.
-_DONE = """
-local tag, run_id, step = ARGV[1], ARGV[2], ARGV[3]
-local run = tag .. ':run:' .. run_id
-if redis.call('HGET', run, 'state') ~= 'started' then return 0 end
-redis.call('HSET', tag .. ':memo:' .. run_id, step, ARGV[4])
-redis.call('HDEL', run, 'r:' .. step, 'running')
-if redis.call('HGET', run, 'last') == step then
-  finish(tag, run_id, 'succeeded', ARGV[6], ARGV[7], '', ARGV[8])
-  return 2
-end
-redis.call('HSET', run, 'progress_at', ARGV[6], 'done_step', step, 'redrives', 0)
-redis.call('ZADD', tag .. ':inflight', 'XX', deadline(run, ARGV[5]), run_id)
-return 1
-"""
-
-# ARGV: tag, run_id, step, retry deadline, workflow-less
-_RETRY = """
-local tag, run_id, step = ARGV[1], ARGV[2], ARGV[3]
-local run = tag .. ':run:' .. run_id
-if redis.call('HGET', run, 'state') ~= 'started' then return 0 end
-redis.call('HSET', run, 'r:' .. step, ARGV[4])
-redis.call('HINCRBY', run, 'retries', 1)
-local wf = redis.call('HGET', run, 'workflow')
-redis.call('HINCRBY', tag .. ':stats:' .. wf, 'retries', 1)
-redis.call('ZADD', tag .. ':inflight', 'XX', deadline(run, ARGV[4]), run_id)
-return 1
-"""
-
-# ARGV: tag, run_id, outcome, now, retention, reason, kept, claimer ('' none)
-# Returns 1 when this call ended the run; for 'failed' with a claimer, also 1 when the
-# run failed earlier under the same claimer and its dead letter is not recorded yet
-# (a retried failure callback), so the event is dead-lettered exactly once.
-_END = """
-local tag, run_id = ARGV[1], ARGV[2]
-local run = tag .. ':run:' .. run_id
-local st = redis.call('HGET', run, 'state')
-if st == 'started' then
-  finish(tag, run_id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-  if ARGV[8] ~= '' then redis.call('HSET', run, 'dlq_claim', ARGV[8]) end
-  return 1
-end
-if st and ARGV[8] ~= '' and st == ARGV[3] and not redis.call('HGET', run, 'dlq_id') then
-  if redis.call('HSETNX', run, 'dlq_claim', ARGV[8]) == 1 then return 1 end
-  if redis.call('HGET', run, 'dlq_claim') == ARGV[8] then return 1 end
-end
-return 0
-"""
-
-# ARGV: tag, now, limit, next deadline. Returns run_id, redrives, run_id, redrives...
-_CLAIM = """
-local tag = ARGV[1]
-local inflight = tag .. ':inflight'
-local ids = redis.call('ZRANGEBYSCORE', inflight, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local run = tag .. ':run:' .. id
-  if redis.call('EXISTS', run) == 0 then
-    redis.call('ZREM', inflight, id)
-  else
-    redis.call('ZADD', inflight, ARGV[4], id)
-    local drop = {}
-    local all = redis.call('HKEYS', run)
-    for i = 1, #all do
-      if string.sub(all[i], 1, 2) == 'r:' then drop[#drop + 1] = all[i] end
-    end
-    if #drop > 0 then redis.call('HDEL', run, unpack(drop)) end
-    local n = redis.call('HINCRBY', run, 'redrives', 1)
-    redis.call('HINCRBY', run, 'redrives_total', 1)
-    redis.call('HINCRBY', tag .. ':counts', 'redriven', 1)
-    out[#out + 1] = id
-    out[#out + 1] = n
-  end
-end
-return out
-"""
 
 
 @dataclass(frozen=True)
@@ -265,6 +102,16 @@ class RunRecord:
     """A failed run whose memoized steps this run reuses (a dead-letter replay)."""
     attrs: Mapping[str, str] = field(default_factory=dict)
     """Anything else worth keeping with the run (model version, source...)."""
+    supersede: bool = False
+    """Cancel this workflow's run in flight for the same entity (``Workflow.supersede``)."""
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    new: bool
+    """False: the run was known (a redelivered entry)."""
+    superseded: str = ""
+    """The run in flight this one cancelled, if any."""
 
 
 @dataclass(frozen=True)
@@ -320,17 +167,26 @@ class RunLedger:
         self._k = keys
         self.settings = settings or RunSettings()
         self._tag = keys.runs_tag()
-        self._start = client.register_script(_START)
-        self._begin = client.register_script(_DEADLINE + _BEGIN)
-        self._done = client.register_script(_DEADLINE + _FINISH + _DONE)
-        self._retry = client.register_script(_DEADLINE + _RETRY)
-        self._end = client.register_script(_FINISH + _END)
-        self._claim = client.register_script(_CLAIM)
+        self._memo_s = min(self.settings.memo_after_end_s, self.settings.retention_s)
+        self._start = client.register_script(lua.INDEX + lua.FINISH + lua.START)
+        self._begin = client.register_script(lua.DEADLINE + lua.STEPX + lua.BEGIN)
+        self._done = client.register_script(lua.DEADLINE + lua.INDEX + lua.STEPX + lua.FINISH
+                                            + lua.DONE)
+        self._retry = client.register_script(lua.DEADLINE + lua.STEPX + lua.RETRY)
+        self._error = client.register_script(lua.ERROR)
+        self._end = client.register_script(lua.INDEX + lua.STEPX + lua.FINISH + lua.END)
+        self._claim = client.register_script(lua.CLAIM)
 
     # -- transitions -------------------------------------------------------------------
     def start_many(self, records: Sequence[RunRecord], *, now: float | None = None) -> list[bool]:
         """Record runs as started (before their messages are sent: a run whose send is
         lost is then re-driven). Returns, per record, whether it is new."""
+        return [o.new for o in self.start_runs(records, now=now)]
+
+    def start_runs(self, records: Sequence[RunRecord], *,
+                   now: float | None = None) -> list[StartOutcome]:
+        """``start_many`` that also says which run in flight each new run superseded
+        (its workflow has ``supersede``: a newer event for the entity cancels it)."""
         now = time.time() if now is None else now
         pipe = self._r.pipeline(transaction=False)
         for rec in records:
@@ -343,36 +199,53 @@ class RunLedger:
                 "canvas": rec.canvas, "held": "1" if rec.held else "0",
                 "resume_of": rec.resume_of, **rec.attrs,
             }
-            argv: list[str | float] = [self._tag, rec.run_id, now + wait, rec.resume_of]
+            argv: list[str | float | int] = [
+                self._tag, rec.run_id, now + wait, rec.resume_of, "1" if rec.supersede else "",
+                f"{now:.6f}", self.settings.retention_s, DURATIONS_KEPT, self._memo_s]
             for k, v in fields.items():
                 argv += [k, v]
             self._start(keys=[self._k.run(rec.run_id)], args=argv, client=pipe)
-        return [bool(x) for x in pipe.execute()] if records else []
+        if not records:
+            return []
+        out = []
+        for rec, raw in zip(records, pipe.execute(), strict=True):
+            superseded = _s(raw) if isinstance(raw, bytes | str) else ""
+            if superseded:
+                log.info("run %s of %s for %s superseded run %s (cancelled)", rec.run_id,
+                         rec.workflow, rec.entity, superseded)
+            out.append(StartOutcome(bool(superseded) or raw == 1, superseded))
+        return out
 
     def begin(self, run_id: str, step: str, kind: str, *, now: float | None = None) -> Begin:
         """A step is about to run: its memoized result if it already succeeded, else
-        the run's deadline moves to ``now +`` the kind's running allowance."""
+        the run's deadline moves to ``now +`` the kind's running allowance and the
+        step's attempt is counted and timed."""
         now = time.time() if now is None else now
         deadline = now + self.settings.running_after_s(kind)
         st, memo = self._begin(keys=[self._k.run(run_id)],
-                               args=[self._tag, run_id, step, f"{deadline:.3f}", f"{now:.6f}"])
+                               args=[self._tag, run_id, step, f"{deadline:.3f}", f"{now:.3f}"])
         return Begin(_opt(st), _opt(memo))
 
     def step_done(self, run_id: str, step: str, result: Any, *, memo: bool = True,
                   now: float | None = None) -> int:
         """A step succeeded: memoize its result and move the deadline (or, for the run's
-        last step, end the run as succeeded). Returns 0 (run not in flight), 1 or 2."""
+        last step, end the run as succeeded). Returns 0 (run not in flight), 1 or 2.
+
+        Lineage comes with the result at no extra round trip: a result that names a
+        ``model_version`` (or ``prompt_version``) files the run under that version
+        (``idx:mv``); one that says what it ``wrote`` has that recorded for the step."""
         now = time.time() if now is None else now
         value = NOT_KEPT
         if memo:
             text = json.dumps(result, separators=(",", ":"), default=str)
             if len(text) <= self.settings.memo_max_bytes:
                 value = text
+        mv, wrote = lineage_of(result)
         deadline = now + self.settings.redrive_queued_after_s
         return int(self._done(
             keys=[self._k.run(run_id)],
             args=[self._tag, run_id, step, value, f"{deadline:.3f}", f"{now:.6f}",
-                  self.settings.retention_s, DURATIONS_KEPT]))
+                  self.settings.retention_s, DURATIONS_KEPT, mv, wrote, self._memo_s]))
 
     def step_retry(self, run_id: str, step: str, countdown_s: float, *,
                    now: float | None = None) -> bool:
@@ -383,26 +256,40 @@ class RunLedger:
         return bool(self._retry(keys=[self._k.run(run_id)],
                                 args=[self._tag, run_id, step, f"{deadline:.3f}"]))
 
+    def step_error(self, run_id: str, step: str, error: str) -> bool:
+        """Keep a step's last error (``ExcType: message``, truncated) for ``mesh runs
+        show``; a retry's error is recorded by the worker's retry hook."""
+        return bool(self._error(keys=[self._k.run(run_id)],
+                                args=[self._tag, run_id, step, error[:ERROR_CHARS]]))
+
     def end(self, run_id: str, outcome: str, reason: str = "", *, claimer: str = "",
-            now: float | None = None) -> bool:
+            step: str = "", error: str = "", now: float | None = None) -> bool:
         """End a run in flight as ``failed`` or ``cancelled`` (success is recorded by its
-        last step, ``step_done``). True when this call ended it (see ``_END``)."""
+        last step, ``step_done``). ``step``/``error``: the step it failed at and why.
+        True when this call ended it (see ``mesh.runs_lua.END``)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         now = time.time() if now is None else now
         return bool(self._end(keys=[self._k.run(run_id)],
                               args=[self._tag, run_id, outcome, f"{now:.6f}",
                                     self.settings.retention_s, reason[:2000], DURATIONS_KEPT,
-                                    claimer]))
+                                    claimer, step, error[:ERROR_CHARS], self._memo_s]))
 
-    def fail_once(self, run_id: str, reason: str, *, claimer: str) -> bool:
+    def cancel(self, run_id: str, reason: str = "cancelled by an operator", *,
+               now: float | None = None) -> bool:
+        """Cancel a run in flight: the step running finishes, later steps do not start
+        (the task wrapper refuses steps of a run that is not ``started``)."""
+        return self.end(run_id, CANCELLED, reason, now=now)
+
+    def fail_once(self, run_id: str, reason: str, *, claimer: str, step: str = "",
+                  error: str = "") -> bool:
         """End the run as failed; True when the caller is the one to dead-letter its
         event (once per run). A run the ledger does not know (its record expired, or a
         task called outside a run) is dead-lettered once too, by a marker."""
         if self.get_field(run_id, "state") is None:
             return bool(self._r.set(self._k.run_failed_marker(run_id), claimer, nx=True,
                                     ex=self.settings.retention_s))
-        return self.end(run_id, FAILED, reason, claimer=claimer)
+        return self.end(run_id, FAILED, reason, claimer=claimer, step=step, error=error)
 
     def succeed(self, run_id: str, *, now: float | None = None) -> bool:
         """End a run as succeeded (``mesh.run.finished``, after a final group/chord)."""
@@ -437,11 +324,31 @@ class RunLedger:
 
     # -- reading -------------------------------------------------------------------------
     def get(self, run_id: str) -> dict[str, str] | None:
-        raw: Any = self._r.hgetall(self._k.run(run_id))
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        """The run's record: its hash, plus the bulky fields a compacted run keeps in
+        ``rec:<id>`` (``mesh.runs_lua.COMPACT``)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(self._k.run(run_id))
+        pipe.get(f"{self._tag}:rec:{run_id}")
+        raw, packed = pipe.execute()
+        if not raw:
+            return None
+        out: dict[str, str] = {}
+        if packed:
+            try:
+                extra = json.loads(packed)
+            except ValueError:
+                extra = {}
+            if isinstance(extra, dict):
+                out.update({str(k): v if isinstance(v, str) else json.dumps(v)
+                            for k, v in extra.items()})
+        out.update({_s(k): _s(v) for k, v in raw.items()})
+        return out
 
     def get_field(self, run_id: str, name: str) -> str | None:
-        return _opt(self._r.hget(self._k.run(run_id), name))
+        value = _opt(self._r.hget(self._k.run(run_id), name))
+        if value is None and self._r.exists(f"{self._tag}:rec:{run_id}"):
+            return (self.get(run_id) or {}).get(name)  # a compacted run's bulky field
+        return value
 
     def memo_steps(self, run_id: str) -> set[str]:
         return {_s(k) for k in self._r.hkeys(self._k.run_memo(run_id))}  # type: ignore[union-attr]
@@ -532,6 +439,19 @@ def redrive_overdue(ledger: RunLedger, resend: Resend, give_up: GiveUp, *,
             log.warning("re-driving run %s failed (%s); tried again later", od.run_id,
                         type(exc).__name__)
     return sent, failed
+
+
+def lineage_of(result: Any) -> tuple[str, str]:
+    """(model or prompt version, what was written) named by a step's result: the keys
+    ``model_version`` / ``prompt_version`` and ``wrote`` of a dict result (a string or
+    a list of strings such as ``result:churn:42``)."""
+    if not isinstance(result, dict):
+        return "", ""
+    mv = result.get("model_version") or result.get("prompt_version") or ""
+    wrote = result.get("wrote") or ""
+    if isinstance(wrote, list | tuple):
+        wrote = " ".join(str(w) for w in wrote)
+    return str(mv)[:200], str(wrote)[:WROTE_CHARS]
 
 
 def _opt(v: Any) -> str | None:

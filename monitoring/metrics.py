@@ -103,7 +103,7 @@ MODEL_INFO = Gauge("mesh_model_info", "Model version in use by this process (val
 _model_versions: dict[str, str] = {}
 _store: dict[str, Any] = {}
 
-OUTCOMES_WORKFLOW = ("started", "succeeded", "failed")
+OUTCOMES_WORKFLOW = ("started", "succeeded", "failed", "cancelled")
 OUTCOMES_TASK = ("succeeded", "failed", "retried")
 
 
@@ -182,7 +182,7 @@ def dispatch_latency(seconds: float) -> None:
 # -- workflows -------------------------------------------------------------------------------
 @_safe
 def workflow_run(workflow: str, outcome: str) -> None:
-    """``outcome``: started, succeeded, failed."""
+    """``outcome``: started, succeeded, failed, cancelled."""
     WORKFLOW_RUNS.labels(bounded(workflow), bounded(outcome, set(OUTCOMES_WORKFLOW))).inc()
     if outcome == "succeeded":
         WORKFLOW_LAST_SUCCESS.labels(bounded(workflow)).set(time.time())

@@ -106,8 +106,10 @@ def create_app(settings: MeshSettings) -> Celery:
     app.mesh_settings = settings  # type: ignore[attr-defined]
     register_tasks(app)
     from worker_mesh.monitoring import celery_hooks
+    from worker_mesh.workers import run_hooks
 
     celery_hooks.install(app)  # metrics, heartbeats, Sentry: observers through Celery's signals
+    run_hooks.install(app)  # run history, lineage, traces
     return app
 
 

@@ -30,6 +30,7 @@ from worker_mesh.mesh.settings.monitoring import MonitoringSettings
 from worker_mesh.mesh.settings.redis import RedisSettings
 from worker_mesh.mesh.settings.runs import RunSettings
 from worker_mesh.mesh.settings.streams import StreamSettings
+from worker_mesh.mesh.settings.tracing import TracingSettings
 from worker_mesh.mesh.settings.workflows import WorkflowSettings
 
 ENV_PREFIX = "MESH_"
@@ -47,6 +48,7 @@ __all__ = [
     "RedisSettings",
     "RunSettings",
     "StreamSettings",
+    "TracingSettings",
     "WorkflowSettings",
 ]
 
@@ -72,6 +74,7 @@ class MeshSettings(BaseSettings):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
 
     @classmethod

@@ -38,6 +38,12 @@ class RunSettings(BaseModel):
     """Deadline of a run held for an off-peak GPU window (its work is not sent yet)."""
     retention_s: int = Field(default=7 * 86_400, ge=60)
     """How long a finished run (its record and memoized step results) is kept."""
+    memo_after_end_s: int = Field(default=600, ge=1)
+    """How long the memoized step results of a run that succeeded (or was cancelled) are
+    kept after it ended: a message redelivered later than that (the re-driver resends
+    within minutes) finds the run ended and is dropped instead of answered. A failed run
+    keeps them for ``retention_s`` (a dead-letter replay resumes it from them). Memory:
+    about 1 KB per run ended in the last ``memo_after_end_s``."""
     memo_max_bytes: int = Field(default=256 * 1024, ge=0)
     """A step result larger than this (JSON) is not memoized: re-driving re-runs it."""
 

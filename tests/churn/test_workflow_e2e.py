@@ -53,6 +53,14 @@ class Mesh:
         self.starter.start(StartRequest(workflow, env, run_id))
         return run_id
 
+    def stream_events(self, type_name: str) -> list[Envelope]:
+        keys, out = Keys(self.settings.redis.key_prefix), []
+        for p in range(self.settings.streams.partitions):
+            for _, fields in self.r.xrange(keys.stream(p)):
+                if fields.get(b"type") == type_name.encode():
+                    out.append(decode(fields, self.settings.streams.max_payload_bytes))
+        return out
+
     def high_risk_events(self, customer_id: str | None = None) -> list[Envelope]:
         keys, out = Keys(self.settings.redis.key_prefix), []
         for p in range(self.settings.streams.partitions):
@@ -119,13 +127,21 @@ def test_retrain_request_promotes_first_model_and_rescores_everyone(mesh: Mesh) 
     [version] = reg.versions()
     assert version["metrics"]["roc_auc"] > 0.75 and version["provenance"]["workflow"] == "retrain"
     assert version["provenance"]["event_id"] == mesh.retrain_env.event_id
-    # The promotion started the rescoring chord over 3 shards of 15: all 40 scored.
-    rescore_run = mesh.starter.run_id("churn-rescore", mesh.retrain_env)
-    done = wait_for(lambda: rescore.get(mesh.rt, rescore_run), 120, what="rescoring recorded")
+    # The promotion published model.promoted; through the dispatcher it started the
+    # rescoring chord over 3 shards of 15: all 40 scored.
+    [promoted] = [e for e in mesh.stream_events("model.promoted")]
+    assert promoted.payload.version == ptr.version and promoted.payload.seq == ptr.seq
+    rescore_run = mesh.starter.run_id("churn-rescore", promoted)
+    dispatcher = start("dispatcher", ["dispatcher"], mesh.settings, mesh.logs)
+    try:
+        done = wait_for(lambda: rescore.get(mesh.rt, rescore_run), 120, what="rescoring recorded")
+    finally:
+        dispatcher.stop()
     assert done["status"] == "succeeded" and done["shards"] == 3 and done["customers"] == SEEDED
     res = services(mesh.rt).results.get("seed000007")
     assert res is not None and res["model_version"] == ptr.version
-    assert res["workflow"] == "churn-rescore" and res["event_id"] == mesh.retrain_env.event_id
+    assert res["workflow"] == "churn-rescore" and res["event_id"] == promoted.event_id
+    assert res["step"].startswith("shard-")
 
 
 def test_redelivered_retrain_request_does_not_train_again(mesh: Mesh) -> None:

@@ -1,18 +1,21 @@
 """Model lifecycle steps around ``training``: retraining from a request, the scheduled
-request, and starting the batch rescoring after a promotion."""
+request, and announcing a promotion (``model.promoted``), which the dispatcher turns
+into the batch rescoring (``churn-rescore``)."""
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from datetime import UTC, datetime
 from typing import Any
 
 from worker_mesh.events.base import Envelope
-from worker_mesh.events.catalog import ModelRetrainRequested
+from worker_mesh.events.catalog import ModelPromoted, ModelRetrainRequested
 from worker_mesh.workers.churn.scoring import services
 from worker_mesh.workers.churn.training import train_and_maybe_promote
 
 RESCORE_WORKFLOW = "churn-rescore"
+PROMOTED_NAMESPACE = uuid.UUID("3c0e6d1a-5f2b-4e8a-9d47-1b6f0a2c9e55")
 
 
 def seed_of(event_id: str) -> int:
@@ -31,24 +34,38 @@ def retrain(rt: Any, meta: dict[str, Any], request: dict[str, Any]) -> dict[str,
         max_auc_drop=wf.retrain_max_auc_drop, reason=str(request.get("reason", "")),
         provenance={"event_id": request["event_id"], **meta},
     )
-    out = outcome.as_dict() | {"event_id": request["event_id"], "rescore_run_id": None}
-    if outcome.promoted and wf.churn_rescore_after_promotion and rt.app is not None:
-        cause = Envelope.wrap(ModelRetrainRequested(reason=str(request.get("reason", ""))[:500]),
-                              event_id=request["event_id"], producer="retrain")
-        out["rescore_run_id"] = start_rescore(rt.app, cause)
+    out = outcome.as_dict() | {"event_id": request["event_id"], "rescore_run_id": None,
+                               "promoted_event_id": None}
+    if outcome.promoted:
+        ptr = svc.registry.promoted()
+        if ptr is not None:
+            env = promoted_event(ptr.version, ptr.seq, outcome.current_version,
+                                 f"retrain: {request.get('reason', '')}"[:500],
+                                 rescore=wf.churn_rescore_after_promotion, producer="retrain")
+            out["promoted_event_id"] = rt.publisher.publish(env)
+            out["rescore_run_id"] = rescore_run_id(env) if wf.churn_rescore_after_promotion else None
     return out
 
 
-def start_rescore(app: Any, cause: Envelope) -> str:
-    """Start the ``churn-rescore`` chord; its run id derives from the causing event."""
-    from worker_mesh.chains.loader import load_workflows
-    from worker_mesh.chains.starter import CeleryStarter, StartRequest
+def promoted_event(version: str, seq: int, previous: str | None, reason: str, *,
+                   rescore: bool = True, producer: str = "cli", again: str = "") -> Envelope:
+    """``model.promoted`` for promotion ``seq``: its event id and idempotency key derive
+    from the promotion (a retried publish is one event for the dispatcher); ``again``
+    makes a deliberate second announcement of the same promotion (``mesh models
+    rescore``) a new event."""
+    key = f"model.promoted:churn:{seq}" + (f":{again}" if again else "")
+    event = ModelPromoted(version=version, seq=seq, previous_version=previous, reason=reason[:500],
+                          rescore=rescore)
+    return Envelope.wrap(event, idempotency_key=key, producer=producer,
+                         event_id=uuid.uuid5(PROMOTED_NAMESPACE, key).hex)
 
-    registry = load_workflows(app.mesh_settings)
-    starter = CeleryStarter(app, registry)
-    run_id = starter.run_id(RESCORE_WORKFLOW, cause)
-    starter.start(StartRequest(RESCORE_WORKFLOW, cause, run_id))
-    return run_id
+
+def rescore_run_id(env: Envelope) -> str:
+    """The run id the dispatcher gives the rescoring of ``env`` (deterministic)."""
+    from worker_mesh.chains.churn_rescore import WORKFLOW  # registers the workflow in this process
+    from worker_mesh.chains.registry import REGISTRY
+
+    return REGISTRY.get(WORKFLOW).run_id(env)
 
 
 def scheduled_request(rt: Any, now: datetime | None = None) -> str:

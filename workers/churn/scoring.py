@@ -90,7 +90,8 @@ def store(rt: Any, scored: dict[str, Any], meta: dict[str, Any]) -> dict[str, An
         event_id=scored["event_id"], extra={"imputed": scored.get("imputed", [])})
     alerted = alert_if_crossed(rt, svc, scored, out, meta)
     return {"customer_id": scored["customer_id"], "score": scored["score"], "status": out.status,
-            "model_version": scored["model_version"], "high_risk_published": alerted}
+            "model_version": scored["model_version"], "high_risk_published": alerted,
+            "wrote": f"churn:{scored['customer_id']}"}
 
 
 def alert_if_crossed(rt: Any, svc: ChurnServices, row: dict[str, Any], out: WriteOutcome,
@@ -148,4 +149,5 @@ def rescore_range(rt: Any, meta: dict[str, Any], lo: str, hi: str | None, event_
             counts[out.status] += 1
             if alert_if_crossed(rt, svc, row, out, meta):
                 counts["high_risk_published"] += 1
-    return {"lo": lo, "hi": hi, "model_version": ptr.version, "model_seq": ptr.seq, **counts}
+    return {"lo": lo, "hi": hi, "model_version": ptr.version, "model_seq": ptr.seq, **counts,
+            "wrote": f"churn:[{lo}..{hi or ''}) x{counts['written']}"}

@@ -31,6 +31,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     from worker_mesh.chains.loader import load_workflows
     from worker_mesh.chains.starter import CeleryStarter
     from worker_mesh.events.dispatcher import Dispatcher
+    from worker_mesh.mesh import tracing
     from worker_mesh.mesh.keys import Keys
     from worker_mesh.mesh.redis_conn import make_client
     from worker_mesh.monitoring.heartbeats import Heartbeat
@@ -40,6 +41,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     registry = load_workflows(s)
     app = create_app(s)
     client, keys = make_client(s.redis), Keys(s.redis.key_prefix)
+    tracing.configure(s.tracing, "dispatcher")  # the runs' spans (chains.starter)
     d = Dispatcher(client, s, keys, registry,
                    CeleryStarter(app, registry, max_payload_bytes=s.streams.max_payload_bytes),
                    consumer=consumer)
@@ -52,6 +54,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
         n = d.run()
     finally:
         heartbeat.stop()  # `mesh status` stops counting this dispatcher at once
+        tracing.shutdown()
     logging.getLogger("mesh.dispatcher").info("dispatcher %s stopped after %d entries", d.consumer, n)
 
 
@@ -128,10 +131,15 @@ def _dead_letters():  # type: ignore[no-untyped-def]
 @click.option("--type", "type_name", default=None, help="Only events of this type.")
 @click.option("--limit", default=100, show_default=True, help="At most this many, oldest first.")
 def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
-    """List dead-lettered events with their reason, oldest first."""
+    """List dead-lettered events with their reason, oldest first. Payload fields marked
+    sensitive on their event model are printed as *** (the stored event is unchanged)."""
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.events.sensitive import mask_wire
+
+    load_workflows(load_settings())  # event types of the team's packages too
     items = _dead_letters().list(limit=limit, type_name=type_name)
     if as_json:
-        emit_json([d.as_dict() for d in items])
+        emit_json([d.as_dict() | {"fields": mask_wire(d.fields)} for d in items])
         return
     if not items:
         click.echo("the dead-letter stream is empty")

@@ -105,28 +105,39 @@ def list_cmd(as_json: bool) -> None:
               help="Start the batch rescoring of all customers with this version.")
 @json_option
 def promote_cmd(version: str, rescore: bool, as_json: bool) -> None:
-    """Point scoring at VERSION (a rollback when it is an older one)."""
-    rt = _runtime(with_app=rescore)
-    ptr = _registry(rt).promote(version, reason="mesh models promote")
-    run_id = _start_rescore(rt, f"promoted {version} (cli)") if rescore else None
+    """Point scoring at VERSION (a rollback when it is an older one) and publish
+    `model.promoted`: the dispatcher starts the rescoring of every customer with it
+    (`churn-rescore`, in `mesh audit` and `mesh runs list`) unless --no-rescore."""
+    rt = _runtime()
+    reg = _registry(rt)
+    before = reg.promoted()
+    ptr = reg.promote(version, reason="mesh models promote")
+    event_id, run_id = _announce(rt, ptr, before.version if before else None,
+                                 f"promoted {version} (cli)", rescore=rescore)
     if as_json:
-        emit_json({"promoted": ptr.version, "seq": ptr.seq, "rescore_run_id": run_id})
+        emit_json({"promoted": ptr.version, "seq": ptr.seq, "promoted_event_id": event_id,
+                   "rescore_run_id": run_id})
         return
-    click.echo(f"promoted {ptr.version} (promotion #{ptr.seq})")
+    click.echo(f"promoted {ptr.version} (promotion #{ptr.seq}); event {event_id}")
     if run_id:
-        click.echo(f"rescoring all customers: run {run_id}")
+        click.echo(f"rescoring all customers: run {run_id} (once the dispatcher takes the event)")
 
 
 @models_group.command("rescore")
 @json_option
 def rescore_cmd(as_json: bool) -> None:
-    """Rescore every customer with the promoted model (a chord over shards, gpu-batch)."""
-    rt = _runtime(with_app=True)
-    run_id = _start_rescore(rt, "rescore (cli)")
+    """Rescore every customer with the promoted model (a chord over shards, gpu-batch):
+    publishes `model.promoted` for the current promotion again, through the dispatcher."""
+    rt = _runtime()
+    ptr = _registry(rt).promoted()
+    if ptr is None:
+        raise click.ClickException("no churn model is promoted: run `mesh train`")
+    event_id, run_id = _announce(rt, ptr, ptr.version, "rescore (cli)", rescore=True,
+                                 again=uuid.uuid4().hex)
     if as_json:
-        emit_json({"rescore_run_id": run_id})
+        emit_json({"promoted_event_id": event_id, "rescore_run_id": run_id})
     else:
-        click.echo(f"rescoring all customers: run {run_id}")
+        click.echo(f"rescoring all customers: run {run_id} (event {event_id})")
 
 
 @models_group.command("history")
@@ -144,13 +155,16 @@ def history_cmd(limit: int, as_json: bool) -> None:
         click.echo(f"{when}  {e.get('event', '?'):10}  {what}  {e.get('why') or e.get('reason') or ''}")
 
 
-def _start_rescore(rt: Any, reason: str) -> str:
-    from worker_mesh.events.base import Envelope
-    from worker_mesh.events.catalog import ModelRetrainRequested
-    from worker_mesh.workers.churn.lifecycle import start_rescore
+def _announce(rt: Any, ptr: Any, previous: str | None, reason: str, *, rescore: bool,
+              again: str = "") -> tuple[str, str | None]:
+    """Publish ``model.promoted``; returns (event id, the rescoring's run id or None)."""
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.workers.churn.lifecycle import promoted_event, rescore_run_id
 
-    cause = Envelope.wrap(ModelRetrainRequested(reason=reason), producer="cli")
-    return start_rescore(rt.app, cause)
+    load_workflows(rt.settings)
+    env = promoted_event(ptr.version, ptr.seq, previous, reason, rescore=rescore, again=again)
+    event_id = rt.publisher.publish(env)
+    return event_id, rescore_run_id(env) if rescore else None
 
 
 COMMANDS = [train_cmd, models_group]

@@ -19,6 +19,7 @@ from typing import Any
 
 from worker_mesh.events.base import Envelope
 from worker_mesh.events.catalog import ContentUpdated
+from worker_mesh.mesh import lineage
 from worker_mesh.mesh.errors import QualityCheckFailed
 from worker_mesh.mesh.redis_conn import translate_errors
 from worker_mesh.mesh.settings import MeshSettings
@@ -158,7 +159,8 @@ def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     record = {"title": draft["title"], "body": draft["body"], "kind": brief.kind,
               "model_version": draft["model_version"], "attempts": draft["attempts"],
               "seo": draft["seo"], "event_id": brief.event_id,
-              "customer_id": brief.customer_id, **meta}
+              "customer_id": brief.customer_id, **meta,
+              "step": lineage.step_of(str(meta.get("run_id", "")))}
     saved = ContentStore(rt.redis, rt.keys).save(brief.content_id, meta["run_id"], record)
     event = ContentUpdated(content_id=brief.content_id, title=draft["title"][:500],
                            body=draft["body"], version=saved.version,
@@ -172,4 +174,5 @@ def publish(rt: Any, draft: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     return {"content_id": brief.content_id, "version": saved.version, "created": saved.created,
             "published_event_id": published, "model_version": draft["model_version"],
             "attempts": draft["attempts"], "event_id": brief.event_id,
-            **{k: meta.get(k) for k in ("run_id", "workflow", "workflow_version")}}
+            **{k: meta.get(k) for k in ("run_id", "workflow", "workflow_version")},
+            "wrote": f"content:{brief.content_id} v{saved.version}"}

@@ -68,13 +68,15 @@ def embed_plan(rt: Any, plan_: dict[str, Any], meta: dict[str, Any]) -> dict[str
                        title=plan_.get("title", ""))
     if not res.stale:
         metrics.result_updated("embedding", res.content_id)
-    return res.as_dict() | {"event_id": plan_.get("event_id", ""), **_meta(meta)}
+    return res.as_dict() | {"event_id": plan_.get("event_id", ""), **_meta(meta),
+                            "wrote": f"embedding:{res.content_id}"}
 
 
 def delete(rt: Any, content_id: str, meta: dict[str, Any], event_id: str = "") -> dict[str, Any]:
     removed = VectorStore(rt.redis, rt.keys).delete(content_id)
     metrics.result_removed("embedding", content_id)
-    return {"content_id": content_id, "removed": removed, "event_id": event_id, **_meta(meta)}
+    return {"content_id": content_id, "removed": removed, "event_id": event_id, **_meta(meta),
+            "wrote": f"embedding:{content_id} (deleted)"}
 
 
 def reembed_all(rt: Any, meta: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +101,8 @@ def reembed_all(rt: Any, meta: dict[str, Any]) -> dict[str, Any]:
             skipped += res.skipped
         store.drop_model(old)
     return {"model_version": version, "from_versions": old_models, "documents": docs,
-            "embedded": embedded, "skipped": skipped, **_meta(meta)}
+            "embedded": embedded, "skipped": skipped, **_meta(meta),
+            "wrote": f"embedding:* x{docs}"}
 
 
 def search(client: Any, keys: Any, model: model_mod.EmbeddingModel, text: str,

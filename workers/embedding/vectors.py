@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from worker_mesh.mesh import lineage
 from worker_mesh.mesh.errors import TransientError
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import translate_errors
@@ -35,7 +36,7 @@ from worker_mesh.workers.embedding.chunking import Chunk
 
 Embedder = Callable[[list[str]], np.ndarray]
 META_FIELDS = ("content_version", "chunks", "model_version", "event_id", "run_id",
-               "workflow", "workflow_version", "updated_at", "title")
+               "workflow", "workflow_version", "updated_at", "title", "step")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class VectorStore:
                             "title": title[:500],
                             **{f: str(meta.get(f, "")) for f in
                                ("event_id", "run_id", "workflow", "workflow_version")},
+                            "step": lineage.step_of(str(meta.get("run_id", ""))),
                         }
                         for c in chunks:
                             mapping[f"c:{c.index}:h"] = c.hash

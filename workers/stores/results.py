@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from worker_mesh.mesh import lineage
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.redis_conn import translate_errors
 from worker_mesh.monitoring import metrics
@@ -75,8 +76,9 @@ class ChurnResults:
     def write(self, customer_id: str, *, score: float, profile_revision: int, model_version: str,
               model_seq: int, meta: dict[str, Any], event_id: str,
               extra: dict[str, Any] | None = None) -> WriteOutcome:
-        """Store a score with everything needed to trace it: model version, workflow
-        and its version, run id and the id of the event that caused it."""
+        """Store a score with everything needed to trace it (its lineage): the event
+        that caused it, the run, the workflow and its version, the step that wrote it
+        (``mesh.lineage``) and the model version."""
         fields = {
             "customer_id": customer_id,
             "score": repr(float(score)),
@@ -86,6 +88,7 @@ class ChurnResults:
             "workflow": str(meta.get("workflow", "")),
             "workflow_version": str(meta.get("workflow_version", "")),
             "run_id": str(meta.get("run_id", "")),
+            "step": lineage.step_of(str(meta.get("run_id", ""))),
             "event_id": event_id,
             "scored_at": repr(time.time()),
         }
@@ -107,6 +110,7 @@ class ChurnResults:
         """Batch form of ``write`` (one pipelined round trip): rows have customer_id,
         score, profile_revision, model_version, model_seq."""
         now = repr(time.time())
+        step = lineage.step_of(str(meta.get("run_id", "")))
         with translate_errors("result store"):
             pipe = self.client.pipeline(transaction=False)
             for row in rows:
@@ -117,6 +121,7 @@ class ChurnResults:
                     "workflow": str(meta.get("workflow", "")),
                     "workflow_version": str(meta.get("workflow_version", "")),
                     "run_id": str(meta.get("run_id", "")), "event_id": event_id, "scored_at": now,
+                    "step": step,
                 }
                 self._write(keys=[self.key(row["customer_id"])],
                             args=[row["profile_revision"], row["model_seq"], json.dumps(fields)],

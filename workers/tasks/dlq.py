@@ -16,6 +16,7 @@ is re-driven from its next step.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from worker_mesh.events.dlq import DeadLetters
@@ -47,6 +48,16 @@ def failure_of(app: Any, task_id: str) -> tuple[str, str]:
     return name, f"state {res.state}: {str(exc)[:500]}"
 
 
+_CHORD_DEPENDENCY = re.compile(r"^ChordError: Dependency (\S+) raised ")
+
+
+def chord_culprit(error: str) -> str | None:
+    """The task id of the chord member whose failure a chord's join reports
+    (Celery's ``ChordError: Dependency <task id> raised <exc>``), else None."""
+    m = _CHORD_DEPENDENCY.match(error)
+    return m.group(1) if m else None
+
+
 @task("mesh.dlq.workflow_failed", kind=STANDARD, resource=Resource.CPU, ledger=False)
 def workflow_failed(rt: Any, failed_task_id: str, meta: dict[str, Any], fields: dict[str, str],
                     started_at: float) -> str | None:
@@ -61,12 +72,18 @@ def workflow_failed(rt: Any, failed_task_id: str, meta: dict[str, Any], fields: 
                     "(result backend or broker); the run goes on", step, run_id)
         return None
     name, error = failure_of(rt.app, failed_task_id)
+    culprit = chord_culprit(error)
+    if culprit is not None and split_task_id(culprit) is not None:
+        # a chord's join reports "Dependency <id> raised ...": name the member that failed
+        step = split_task_id(culprit)[1]  # type: ignore[index]
+        name, error = failure_of(rt.app, culprit)
     if error.split(":", 1)[0] in INFRASTRUCTURE_ERRORS:
         log.warning("step %s of run %s gave up on an unreachable Redis/broker (%s); the run "
                     "stays in flight for the re-driver", step, run_id, error.split(":", 1)[0])
         return None
     reason = f"workflow {workflow} (run {run_id}) failed at step {step} (task {name})"
-    if not ledger.fail_once(run_id, f"{reason}: {error}"[:2000], claimer=failed_task_id):
+    if not ledger.fail_once(run_id, f"{reason}: {error}"[:2000], claimer=failed_task_id,
+                            step=step, error=error):
         return None
     dlq_id = DeadLetters(rt.redis, rt.keys, rt.settings.streams).add(
         "workflow_failed", reason, fields, source=FAILED_SOURCE, error=error, workflow=workflow,
