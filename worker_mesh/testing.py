@@ -140,7 +140,7 @@ class Harness:
         result = None
         if state == "succeeded":
             steps = [row[0] for row in RunLedger.steps_of(rec)]
-            last = rec.get("last", "")
+            last = rec.get("last") or (steps[-1] if steps else "")  # compacted: no "last"
             if last == "finished" and len(steps) > 1:  # bookkeeping after a chord: its body
                 last = steps[-2]
             raw = self.redis.hget(self.keys.run_memo(run_id), last)
