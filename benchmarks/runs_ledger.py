@@ -196,7 +196,8 @@ def main() -> None:
     with embedded_redis() as server:
         s = bench_settings(server)
         client = make_client(s.redis)
-        mods = {"before": load_baseline(args.baseline_rev), "after": importlib.import_module("worker_mesh.mesh.runs")}
+        mods = {"before": load_baseline(args.baseline_rev),
+                "after": importlib.import_module("worker_mesh.mesh.runs")}
         cost = step_cost(client, mods, runs=300 if args.quick else 1000, rounds=3 if args.quick else 5)
         mem = {name: memory(client, n, mod) for name, mod in mods.items()}
     emit("runs_ledger", {"params": {"memory_runs": n, "baseline_rev": args.baseline_rev},
