@@ -86,17 +86,23 @@ class StuckRun:
 
 
 def stuck_runs(client: redis.Redis, keys: Keys, now: float, grace_s: float = 0.0) -> list[StuckRun]:
-    """Runs in flight past their re-drive deadline by more than ``grace_s`` (the
-    re-driver had its chance), from the run ledger's in-flight index (bounded read)."""
-    rows: Any = client.zrangebyscore(keys.runs_inflight(), "-inf", now - grace_s, start=0,
-                                     num=OVERDUE_READ_MAX, withscores=True)
+    """Runs in flight that are stuck, from the run ledger (a bounded read of the
+    in-flight index, earliest deadline first): past their re-drive deadline by more than
+    ``grace_s`` (the re-driver is not running, or cannot send), or re-driven and still
+    without progress since (a lost message recovers at the first re-drive and resets the
+    count; a run re-driven that makes no progress is the stuck chord, the worker without
+    the task, the step that hangs)."""
+    rows: Any = client.zrange(keys.runs_inflight(), 0, OVERDUE_READ_MAX - 1, withscores=True)
     if not rows:
         return []
     pipe = client.pipeline(transaction=False)
     for rid, _ in rows:
-        pipe.hget(keys.run(_s(rid)), "workflow")
-    return [StuckRun(_s(rid), _s(wf) if wf else "none", round(now - float(deadline), 3))
-            for (rid, deadline), wf in zip(rows, pipe.execute(), strict=True)]
+        pipe.hmget(keys.run(_s(rid)), ["workflow", "redrives"])
+    out = []
+    for (rid, deadline), (wf, redrives) in zip(rows, pipe.execute(), strict=True):
+        if float(deadline) < now - grace_s or int(redrives or 0) >= 1:
+            out.append(StuckRun(_s(rid), _s(wf) if wf else "none", round(now - float(deadline), 3)))
+    return out
 
 
 @dataclass

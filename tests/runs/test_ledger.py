@@ -154,3 +154,18 @@ def test_in_flight_lists_age_and_last_finished_step(settings: MeshSettings, r: r
     assert row["age_s"] == pytest.approx(3.0)
     finished_run(led, "w", ok=True, started_at=1000.0, now=1000.5)
     assert led.in_flight_count() == 1
+
+
+def test_a_run_redriven_without_progress_counts_as_stuck(settings: MeshSettings, r: redis.Redis) -> None:
+    from worker_mesh.monitoring.snapshot import stuck_runs
+
+    led = _ledger(settings, r, redrive_queued_after_s=10)
+    keys = Keys(settings.redis.key_prefix)
+    rec = record(led, "w", steps=("a", "b"), now=1000.0)
+    assert stuck_runs(r, keys, 1005.0) == []  # in flight, on time
+    assert [s.run_id for s in stuck_runs(r, keys, 1020.0, grace_s=5)] == [rec.run_id]  # overdue
+    redrive_overdue(led, lambda *a: None, lambda *a: None, now=1020.0)  # re-sent: deadline 1030
+    [stuck] = stuck_runs(r, keys, 1021.0, grace_s=5)  # on time again, but no progress since
+    assert stuck.workflow == "w"
+    led.step_done(rec.run_id, "a", 1, now=1022.0)  # progress resets the re-drive count
+    assert stuck_runs(r, keys, 1023.0, grace_s=5) == []
