@@ -115,6 +115,9 @@ def _settings(server: Any) -> MeshSettings:
     return MeshSettings.load(base.to_env() | {
         "MESH_WORKFLOWS_SLA_S": json.dumps(sla),
         "MESH_GPU_OFFPEAK_WINDOWS": '["00:00-24:00 UTC"]',
+        "MESH_RUNS_REDRIVE_RUNNING_AFTER_S": json.dumps(dict.fromkeys(
+            ("standard", "inference", "api_call", "critical", "training"), RUNNING_DEADLINE_S)),
+        "MESH_RUNS_REDRIVE_QUEUED_AFTER_S": str(RUNNING_DEADLINE_S),
     })
 
 
@@ -217,10 +220,16 @@ CLASSES: dict[str, tuple[Inject, Callable[[Mesh], None], tuple[str, ...], dict[s
     "dispatcher_gone": (_kill("dispatcher"), _restart("dispatcher"), ("MeshNoDispatcher",), {}),
     "stale_workflow": (_stop_fresh, lambda m: m.targets.add("fresh"), ("MeshWorkflowStale",),
                        {"workflow": "detect-fresh"}),
+    # a step that hangs past its running deadline (RUNNING_DEADLINE_S here): re-driven,
+    # still no progress -> stuck (timed from the injection, deadline included)
+    "stuck_runs": (_set_flag("stall", "gpu"), _clear("stall", "gpu"), ("MeshRunsStuck",),
+                   {"workflow": "detect-gpu"}),
 }
 QUICK = ("dead_letters", "workflow_failing", "dispatcher_gone")
-NOT_MEASURED = {"stuck_runs": "needs the run ledger's mesh_runs_overdue (MeshRunsStuck is "
-                              "unit-tested with promtool; it fires 1 minute after a run is overdue)"}
+NOT_MEASURED: dict[str, str] = {}
+RUNNING_DEADLINE_S = 60
+"""The benchmark's re-drive deadline of a running step (``MESH_RUNS_REDRIVE_RUNNING_AFTER_S``;
+production defaults are 5-15 minutes per kind: detection is that plus about 1.5 minutes)."""
 
 
 def _measure(mesh: Mesh, receiver: _alert_receiver.Receiver, name: str) -> dict[str, Any]:
