@@ -28,6 +28,7 @@ from mesh.settings.monitoring import MonitoringSettings
 from mesh.settings.redis import RedisSettings
 from mesh.settings.runs import RunSettings
 from mesh.settings.streams import StreamSettings
+from mesh.settings.throughput import ThroughputSettings
 from mesh.settings.workflows import WorkflowSettings
 
 ENV_PREFIX = "MESH_"
@@ -43,6 +44,7 @@ __all__ = [
     "RedisSettings",
     "RunSettings",
     "StreamSettings",
+    "ThroughputSettings",
     "WorkflowSettings",
 ]
 
@@ -68,6 +70,7 @@ class MeshSettings(BaseSettings):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
+    throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshSettings:
