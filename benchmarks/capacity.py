@@ -66,6 +66,21 @@ def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """CPU-seconds (user + system) of these processes and their children so far: stable
+    under other people's load, unlike wall-clock rates."""
+    total = 0.0
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            for q in [p, *p.children(recursive=True)]:
+                t = q.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def _rss_mb(proc: Proc) -> float:
     try:
         p = psutil.Process(proc.popen.pid)
@@ -77,8 +92,10 @@ def _rss_mb(proc: Proc) -> float:
 class Bench:
     """The benchmark's Redis, data, workers and senders."""
 
-    def __init__(self, s: MeshSettings, tmp: Path, worker_args: list[str]) -> None:
+    def __init__(self, s: MeshSettings, tmp: Path, worker_args: list[str], redis_pid: int) -> None:
         self.s, self.tmp = s, tmp
+        self.redis_pid = redis_pid
+        self.cpu_per_run = 0.0
         self.rt = Runtime(s)
         self.svc = services(self.rt)
         train_and_maybe_promote(self.svc.registry, samples=3000, seed=1)
@@ -118,15 +135,20 @@ class Bench:
         return all(pipe.execute())
 
     def _drain_rate(self, worker: Proc, profiles: list[dict[str, Any]], send: Any) -> float:
+        """Runs/s of ``worker`` draining what ``send`` queued while it was stopped; the
+        CPU-seconds per run of the worker and Redis go to ``self.cpu_per_run``."""
         worker.signal(signal.SIGSTOP, group=True)
         try:
             send()
         finally:
             worker.signal(signal.SIGCONT, group=True)
-        t0 = time.perf_counter()
+        pids = [worker.popen.pid, self.redis_pid]
+        c0, t0 = _cpu_s(pids), time.perf_counter()
         wait_for(lambda: self._stored(profiles), timeout_s=900, interval_s=0.05,
                  what="every score stored")
-        return len(profiles) / (time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        self.cpu_per_run = (_cpu_s(pids) - c0) / len(profiles)
+        return len(profiles) / wall
 
     def mesh_chains(self, profiles: list[dict[str, Any]]) -> float:
         def send() -> None:
@@ -172,22 +194,28 @@ def _meta_event(cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def chains(b: Bench, n: int, repeats: int) -> dict[str, Any]:
-    mesh_r, plain_r, direct_r = [], [], []
+    mesh_r, plain_r, direct_r, mesh_cpu, plain_cpu = [], [], [], [], []
     b.mesh_chains(b.customers("warm-m", 20))  # imports, model load, connections
     b.plain_chains(b.customers("warm-p", 20))
     loads = []
     for rep in range(repeats):
         loads.append(_loadavg())
         mesh_r.append(b.mesh_chains(b.customers(f"m{rep}", n)))
+        mesh_cpu.append(b.cpu_per_run * 1000)
         plain_r.append(b.plain_chains(b.customers(f"p{rep}", n)))
+        plain_cpu.append(b.cpu_per_run * 1000)
         direct_r.append(b.direct(b.customers(f"d{rep}", n)))
     m, p = statistics.median(mesh_r), statistics.median(plain_r)
+    mc, pc = statistics.median(mesh_cpu), statistics.median(plain_cpu)
     return {"runs_per_repeat": n, "repeats": repeats, "loadavg_at_repeats": loads,
             "mesh_chain_runs_per_s": summary(mesh_r), "plain_celery_chain_runs_per_s": summary(plain_r),
             "direct_runs_per_s": summary(direct_r),
             "ratio_mesh_vs_plain_per_repeat": [round(x / y, 3) for x, y in zip(mesh_r, plain_r, strict=True)],
             "ratio_mesh_vs_plain": goal(m / p, 0.8),
-            "ratio_mesh_vs_direct": round(m / statistics.median(direct_r), 5)}
+            "ratio_mesh_vs_direct": round(m / statistics.median(direct_r), 5),
+            "cpu_ms_per_run": {"mesh": summary(mesh_cpu), "plain_celery": summary(plain_cpu),
+                               "note": "worker process tree + redis-server, during the drain"},
+            "ratio_mesh_vs_plain_per_cpu_s": round(pc / mc, 3) if mc else None}
 
 
 def _window_s(b: Bench) -> float:
@@ -260,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env = dict(kv.split("=", 1) for kv in a.env)
         s = bench_settings(server, MESH_ARTIFACTS_LOCAL_DIR=str(Path(tmp) / "artifacts"),
                            MESH_GPU_DEFERRAL_ENABLED="false", **env)
-        b = Bench(s, Path(tmp), worker_args)
+        assert server.proc is not None
+        b = Bench(s, Path(tmp), worker_args, server.proc.pid)
         dispatcher = None
         try:
             chain_result = chains(b, a.chain_runs, a.repeats)
