@@ -102,7 +102,7 @@ def mesh_rate(mesh: Mesh, docs: list[tuple[str, str]], tag: str, model_version: 
     wait_for(lambda: ids <= set(mesh.store.content_ids(model_version)), timeout_s=900,
              interval_s=0.02, what="every document embedded")
     elapsed = time.perf_counter() - t0
-    chunks = sum(int(mesh.store.get(model_version, i).meta["chunks"]) for i in ids)  # type: ignore[union-attr]
+    chunks = sum(int(mesh.store.get(model_version, i).meta["chunks"]) for i in ids)  # type: ignore[union-attr,misc]
     return chunks / elapsed, chunks
 
 
