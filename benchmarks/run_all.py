@@ -1,6 +1,7 @@
 """Run every benchmark module, one child process each, and print one JSON document.
 
 ``python -m benchmarks.run_all [--quick] [--only ingest,dispatch] [--timeout-s 900]``
+(a ``bench_NAME`` module may be named ``NAME`` in ``--only``)
 
 Every module in ``benchmarks/`` except the helpers (``_*``, ``probe``, ``run_all``) is a
 benchmark: it prints JSON and writes ``benchmarks/results/<name>.json``. Each runs in a
@@ -24,6 +25,8 @@ import benchmarks
 from benchmarks._common import RESULTS, ROOT, machine
 
 HELPERS = {"probe", "run_all"}
+TIMEOUTS_S = {"bench_ratelimit": 3600.0}
+"""Modules that need more than the default per-module timeout (full size)."""
 ORDER = ["ingest", "dispatch", "latency", "memory"]
 """The event bus's benchmarks first (cheapest first); others after, by name."""
 
@@ -65,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run every benchmark module and print one JSON document.")
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes where a module supports it")
     ap.add_argument("--only", default="", help="comma-separated module names (default: all)")
-    ap.add_argument("--timeout-s", type=float, default=900.0, help="per module")
+    ap.add_argument("--timeout-s", type=float, default=None,
+                    help="per module (default 900, more for the long ones: TIMEOUTS_S)")
     args = ap.parse_args(argv)
     names = modules()
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        wanted = [f"bench_{n}" if n not in names and f"bench_{n}" in names else n
+                  for n in wanted]  # `--only ratelimit` names benchmarks/bench_ratelimit.py
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             ap.error(f"unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(names)})")
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in names:
         print(f"running benchmarks.{name} ...", file=sys.stderr, flush=True)
-        out = run_one(name, args.quick, args.timeout_s)
+        timeout_s = args.timeout_s or TIMEOUTS_S.get(name, 900.0)
+        out = run_one(name, args.quick, timeout_s)
         if "error" in out:
             failed.append(name)
             results[name] = out

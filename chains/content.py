@@ -13,6 +13,7 @@ from celery import chain
 from chains.registry import REGISTRY, On, RunContext
 from events.base import Envelope
 from events.wire import encode
+from mesh.flow.declare import Priority
 
 if TYPE_CHECKING:
     from celery.canvas import Signature
@@ -31,8 +32,13 @@ _NO_LIMIT = 1 << 30  # the event was validated on its way in; keep it whole for 
 def build(env: Envelope, ctx: RunContext) -> Signature:
     """Write content for a request or an at-risk customer, check it, publish it."""
     payload = env.payload.model_dump(mode="json")
-    return chain(
+    steps = [
         ctx.sig("mesh.content.prepare", ctx.meta, env.type, payload, env.event_id, step="prepare"),
         ctx.sig("mesh.content.generate", ctx.meta, encode(env, _NO_LIMIT), step="generate"),
         ctx.sig("mesh.content.publish", ctx.meta, step="publish"),
-    )
+    ]
+    broker_priority = Priority.parse(payload.get("priority")).broker_priority
+    if broker_priority:  # bulk: behind every other message of its queues
+        for sig in steps:
+            sig.set(priority=broker_priority)
+    return chain(*steps)

@@ -163,6 +163,12 @@ class ContentRequested(Event):
     )
     audience: str = Field(default="customers", max_length=100)
     min_words: int = Field(default=120, ge=10, le=5000)
+    customer_id: Id | None = None
+    """The customer (account) it is for: the fair-share key of the LLM budget and the
+    concurrency key (``flow.concurrency["content.customer"]``)."""
+    priority: Literal["urgent", "normal", "bulk"] = "normal"
+    """``urgent``: a user is waiting, goes ahead of the rest; ``bulk``: may wait
+    behind everything else (docs/flow-control.md)."""
 
 
 # -- churn and models ------------------------------------------------------------------

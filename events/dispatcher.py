@@ -36,6 +36,7 @@ from events.routing import Route, Router, RunResender, StartRequest, WorkflowSta
 from events.wire import REPEATED, decode, original_fields
 from mesh.errors import InvalidEvent, PayloadTooLarge, TransientError, UnknownEventType
 from mesh.keys import Keys
+from mesh.outage import OutageLog
 from mesh.runs import Overdue, RunLedger, redrive_overdue
 from mesh.settings import MeshSettings
 from monitoring import metrics
@@ -149,6 +150,7 @@ class Dispatcher:
         backoff = 0.1
         idle_since = time.monotonic()
         ready = False
+        outage = OutageLog(log, "dispatcher: Redis")  # one line per change of state
         while not self._stop:
             try:
                 if not ready:
@@ -156,12 +158,13 @@ class Dispatcher:
                     ready = True
                 n = self.step()
                 backoff = 0.1
+                outage.ok()
                 if n:
                     idle_since = time.monotonic()
                 elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
             except (*REDIS_ERRORS, TransientError) as exc:
-                log.warning("dispatcher: %s; retrying in %.1fs", _describe(exc), backoff)
+                outage.failed(_describe(exc), backoff)
                 ready = False
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.redis.retry_max_backoff_s)

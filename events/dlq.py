@@ -47,6 +47,7 @@ from typing import Any, cast
 
 import redis
 
+from mesh import redact
 from mesh.keys import Keys, partition_of
 from mesh.redis_conn import translate_errors
 from mesh.settings import StreamSettings
@@ -126,16 +127,20 @@ class DeadLetters:
               deliveries: int | None = None, error: str | None = None,
               workflow: str | None = None, run_id: str = "", step: str = "") -> dict[str, str]:
         """The DLQ stream fields for one dead letter (used by ``add`` and by the
-        dispatcher, which queues them on its own MULTI with the XACK)."""
+        dispatcher, which queues them on its own MULTI with the XACK).
+
+        ``reason`` and ``error`` pass the redaction point (``mesh.redact``): an error may
+        quote a provider's body that echoes a key. ``fields`` are kept as published:
+        replay must re-send exactly what the producer sent."""
         return {
             "reason_code": reason_code[:64],
-            "reason": reason[:MAX_REASON_CHARS],
+            "reason": redact.text(reason)[:MAX_REASON_CHARS],
             "source": source[:128],
             "type": str(fields.get("type", ""))[:128],
             "stream": stream or "",
             "entry_id": entry_id or "",
             "deliveries": "" if deliveries is None else str(deliveries),
-            "error": (error or "")[:MAX_ERROR_CHARS],
+            "error": redact.text(error or "")[:MAX_ERROR_CHARS],
             "at_ms": str(int(time.time() * 1000)),
             "workflow": (workflow or "")[:128],
             "run_id": run_id[:64],

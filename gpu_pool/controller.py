@@ -35,7 +35,9 @@ from gpu_pool.offpeak import Windows
 from gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
 from gpu_pool.queues import depths
 from mesh.errors import ConfigError, NotFound, TransientError
+from mesh.extras import require
 from mesh.keys import Keys
+from mesh.outage import OutageLog
 from mesh.redis_conn import translate_errors
 from mesh.settings import GpuSettings
 
@@ -246,19 +248,21 @@ class Controller:
         interval = self.gpu.autoscale_interval_s
         backoff = interval
         ticks = 0
+        outage = OutageLog(log, "autoscale")
         while not (stop and stop.is_set()) and (max_ticks is None or ticks < max_ticks):
             ticks += 1
             delay = interval
             try:
                 res = self.tick(clock())
                 backoff = interval
+                outage.ok()
             except ScaleConflict as exc:
                 res = TickResult(-1, -1, False, "conflict", error=str(exc))
                 delay = min(interval, 1.0)  # re-read soon
             except (KubeForbidden, NotFound, ConfigError, TransientError) as exc:
                 res = TickResult(-1, -1, False, "error", error=str(exc))
                 delay, backoff = backoff, min(backoff * 2, interval * 10)
-                log.error("autoscale tick failed: %s (next try in %.0fs)", exc, delay)
+                outage.failed(exc, delay)  # logged once per change of state
             results.append(res)
             if on_tick:
                 on_tick(res)
@@ -270,6 +274,7 @@ class Controller:
 
 def api_client_from_env(host: str | None = None) -> Any:
     """In-cluster config when running in a pod, else kubeconfig; ``host`` overrides."""
+    require("kubernetes", "k8s")
     from kubernetes import client as k8s
     from kubernetes import config
 

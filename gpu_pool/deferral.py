@@ -273,14 +273,17 @@ def run_releaser(deferral: Deferral, *, clock: Clock = utcnow,
     Redis blip, and the held set stays put until a tick succeeds.
     """
     from mesh.errors import TransientError
+    from mesh.outage import OutageLog
 
+    outage = OutageLog(log, "releaser: Redis")
     interval = interval_s if interval_s is not None else deferral.gpu.release_interval_s
     total = ticks = 0
     while not (stop and stop.is_set()) and (max_ticks is None or ticks < max_ticks):
         try:
             total += deferral.release_due(clock())
+            outage.ok()
         except TransientError as exc:
-            log.warning("releaser tick failed (%s); retrying in %.0fs", exc, interval)
+            outage.failed(exc, interval)  # logged once per change of state
         ticks += 1
         if max_ticks is not None and ticks >= max_ticks:
             break

@@ -35,19 +35,15 @@ def queue_for(resource: Resource) -> str:
     return QUEUES[resource]
 
 
-def gpu_resource(*, urgent: bool) -> Resource:
-    """The resource a GPU task declares: urgent work now (``gpu``), bulk work may wait
-    for the off-peak window (``gpu-batch``)."""
-    return Resource.GPU if urgent else Resource.GPU_BULK
+TASK_RESOURCES: dict[str, Resource] = {}
+"""Task name -> the resource it declared: filled by ``workers.kinds.task`` when a task
+is declared, read by the starter (bulk GPU deferral), the deferral and status."""
 
 
-def is_gpu(resource: Resource) -> bool:
-    return resource in (Resource.GPU, Resource.GPU_BULK)
+def declare_task(task_name: str, resource: Resource) -> None:
+    TASK_RESOURCES[task_name] = resource
 
 
 def resource_of_task(task_name: str) -> Resource | None:
     """The resource a declared task (``@task(..., resource=)``) asked for; None if unknown."""
-    from workers.kinds import SPECS  # late: routing is imported by workers.kinds
-
-    spec = SPECS.get(task_name)
-    return spec.resource if spec else None
+    return TASK_RESOURCES.get(task_name)

@@ -9,10 +9,14 @@
     │   │   └── PayloadTooLarge
     │   ├── NotFound                an entity, model version or artifact is missing
     │   ├── ConfigError             settings that cannot work (bad URL, unknown key)
+    │   │   └── AccessDenied        Redis refused us: credentials, a permission, its TLS
+    │   │                           certificate (fix the settings; never retried)
     │   └── QualityCheckFailed      generated content failed its checks for good
     └── TransientError(delay_s)     retry later; ``delay_s`` is a hint (None: policy decides)
         ├── BrokerUnavailable       Redis / broker unreachable or timed out
         ├── RateLimited             a provider answered 429 (``delay_s`` = Retry-After)
+        ├── Throttled               a shared budget is spent: run again in ``delay_s``
+                                    (waiting, not failing: no retry is counted)
         └── ProviderError           a provider answered 5xx or timed out
 
 Third-party errors (redis-py, Celery, boto3, kubernetes, httpx) are translated into
@@ -55,6 +59,12 @@ class ConfigError(PermanentError):
     """The settings cannot work as given."""
 
 
+class AccessDenied(ConfigError):
+    """Redis refused this process: wrong password or user, a missing ACL permission, or
+    a server certificate this process does not trust. The CLI exits 3 on it (like an
+    unreachable Redis), not 2 (a setting that is malformed)."""
+
+
 class QualityCheckFailed(PermanentError):
     """Generated content kept failing its quality checks."""
 
@@ -77,3 +87,13 @@ class RateLimited(TransientError):
 
 class ProviderError(TransientError):
     """A provider failed in a way that may pass (HTTP 5xx, timeout)."""
+
+
+class Throttled(TransientError):
+    """A shared budget (rate limit, concurrency key, paused resource) is spent for now:
+    run the step again in ``delay_s``. Waiting, not failing: a task wrapper reschedules
+    the step without counting a retry (``workers.flowctl.reschedule``)."""
+
+    def __init__(self, message: str, *, delay_s: float, what: str = "") -> None:
+        super().__init__(message, delay_s=delay_s)
+        self.what = what

@@ -1,4 +1,5 @@
-"""Building Redis clients from settings, and translating redis-py errors.
+"""Building Redis clients from settings, checking them at start-up, and translating
+redis-py errors (one-line reasons, never the URL or password).
 
 The connection is always passed in to the code that uses it, never global.
 """
@@ -7,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
-from mesh.errors import BrokerUnavailable, ConfigError
+from mesh.acl import acl_rule, producer_acl_rule
+from mesh.errors import AccessDenied, BrokerUnavailable, ConfigError
 from mesh.settings import RedisSettings
+
+__all__ = ["acl_rule", "producer_acl_rule"]  # re-exported: they used to live here
 
 
 def redis_url(settings: RedisSettings) -> str:
@@ -69,7 +74,7 @@ def celery_ssl_options(settings: RedisSettings) -> dict[str, Any] | None:
 def check_connection(settings: RedisSettings, what: str = "redis") -> None:
     """Connect once and authenticate, failing fast with a clear message.
 
-    Raises ConfigError for refused credentials or a missing permission (retrying cannot
+    Raises AccessDenied (a ConfigError) for refused credentials or a missing permission (retrying cannot
     help: a worker or dispatcher should exit, not loop) and BrokerUnavailable when Redis
     does not answer. Neither message contains the URL or the password.
     """
@@ -88,57 +93,107 @@ def make_client(settings: RedisSettings, *, decode_responses: bool = False) -> r
         return redis.Redis.from_url(url, decode_responses=decode_responses, **client_kwargs(settings))
     except ValueError as exc:
         # redis-py's message may contain the URL (and so the password): keep it out.
-        raise ConfigError("redis.url is not a valid redis:// or rediss:// URL") from exc
+        raise ConfigError("MESH_REDIS_URL is not a valid redis:// or rediss:// URL") from exc
 
 
 def describe_error(exc: BaseException) -> str:
-    """A readable reason without the URL or password."""
-    if isinstance(exc, redis.AuthenticationError):
+    """A readable one-line reason without the URL or password."""
+    first = str(exc).split("\n")[0][:200]
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc):
         return "Redis refused the credentials (wrong password or user)"
     if isinstance(exc, NoPermissionError) or (
             isinstance(exc, redis.ResponseError) and "NOPERM" in str(exc)):
-        return "the Redis user lacks a permission: " + str(exc).split("\n")[0][:200]
+        return "the Redis user lacks a permission: " + first
+    if _is_untrusted_certificate(exc):
+        return ("Redis's TLS certificate is not trusted (" + _ssl_reason(exc) + "); check "
+                "MESH_REDIS_TLS_CA_FILE")
+    if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc):
+        return "TLS handshake with Redis failed (rediss:// to a port without TLS?)"
     if isinstance(exc, redis.TimeoutError):
         return "Redis did not answer in time"
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        return "the server at MESH_REDIS_URL's address does not speak the Redis protocol"
     if isinstance(exc, redis.ConnectionError):
-        return "cannot connect to Redis: " + str(exc).split("\n")[0][:200]
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+        return "cannot connect to Redis: " + first
+    return f"{type(exc).__name__}: {first}"
+
+
+def _is_untrusted_certificate(exc: BaseException) -> bool:
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    return ("CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
+            or isinstance(cause, ssl.SSLCertVerificationError))
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+        return f"certificate verify failed: {cause.verify_message}"
+    return "certificate verify failed"
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether Redis refused us for a reason that retrying cannot fix (credentials, a
+    permission, an untrusted certificate)."""
+    return (isinstance(exc, (redis.AuthenticationError, NoPermissionError))
+            or (isinstance(exc, redis.ResponseError)
+                and any(m in str(exc) for m in ("NOPERM", "NOAUTH", "WRONGPASS")))
+            or _is_untrusted_certificate(exc))
 
 
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
-    """Turn redis-py errors into ``BrokerUnavailable`` / ``ConfigError`` at the boundary."""
+    """Turn redis-py errors into ``BrokerUnavailable`` / ``AccessDenied`` at the boundary.
+
+    An untrusted certificate stays ``BrokerUnavailable`` here (a running process keeps
+    retrying: the CA may be mid-rotation); at start-up ``check_at_start`` makes it final.
+    """
     try:
         yield
     except redis.AuthenticationError as exc:
-        raise ConfigError(f"{what}: {describe_error(exc)}") from exc
+        raise AccessDenied(f"{what}: {describe_error(exc)}") from exc
     except redis.ResponseError as exc:
         if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc) or "NOAUTH" in str(exc):
-            raise ConfigError(f"{what}: {describe_error(exc)}") from exc
+            raise AccessDenied(f"{what}: {describe_error(exc)}") from exc
         raise
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise BrokerUnavailable(f"{what}: {describe_error(exc)}") from exc
 
 
-def acl_rule(user: str, password: str, key_prefix: str, db: int = 0) -> str:
-    """The least-privilege Redis ACL rule of one mesh (``ACL SETUSER`` / ``user`` line).
+def check_at_start(settings: RedisSettings, what: str = "redis") -> None:
+    """The start-up check of every process and command: connect, authenticate (and
+    verify TLS), ping, in bounded time, with one readable reason when it fails.
 
-    Keys: ``<prefix>:*`` (results, Celery's queues and results under ``<prefix>:celery:``,
-    the dead-letter stream) and ``{<prefix>:*`` (hash-tagged partition keys: streams,
-    dedupe, outcomes). Channels: ``<prefix>:*`` for PUBLISH/SUBSCRIBE (task events,
-    result notifications) plus the literal pattern kombu PSUBSCRIBEs for remote control
-    and Flower's event receiver (``celeryev/*``): Redis 7 matches a PSUBSCRIBE pattern
-    literally against the allowed ones, so those are spelled out exactly. Commands:
-    everything but ``@admin`` and ``@dangerous`` (no KEYS, CONFIG, FLUSHALL, DEBUG...).
-    Found by running publisher, dispatcher, workers and result backend under it (see
-    tests/reliability/test_security.py and docs/reliability.md).
+    Raises ``ConfigError`` for a URL that is not one (exit 2), ``AccessDenied`` at once
+    for refused credentials, a missing permission or an untrusted certificate, and
+    ``BrokerUnavailable`` when Redis stays unreachable for ``startup_timeout_s`` (both
+    exit 3). No connection retries inside an attempt: each is bounded by the connect
+    and socket timeouts, capped by what is left of ``startup_timeout_s``.
     """
-    celery = f"{key_prefix}:celery:"
-    return " ".join([
-        user, "on", f">{password}", "resetkeys", f"~{key_prefix}:*", f"~{{{key_prefix}:*",
-        "resetchannels", f"&{key_prefix}:*", f"&{celery}/{db}.celery.pidbox",
-        f"&{celery}/{db}.celeryev/*", "-@all", "+@all", "-@admin", "-@dangerous",
-    ])
+    url = redis_url(settings)
+    deadline = time.monotonic() + settings.startup_timeout_s
+    while True:
+        left = max(deadline - time.monotonic(), 0.2)
+        try:
+            client = redis.Redis.from_url(
+                url, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                socket_connect_timeout=min(settings.socket_connect_timeout_s, left),
+                socket_timeout=min(settings.socket_timeout_s, left), **tls_kwargs(settings))
+        except ValueError as exc:
+            raise ConfigError(f"{what}: MESH_REDIS_URL is not a valid redis:// or rediss:// "
+                              "URL") from exc
+        try:
+            client.ping()
+            return
+        except redis.RedisError as exc:
+            if is_refusal(exc):
+                raise AccessDenied(f"{what}: {describe_error(exc)}") from None
+            if time.monotonic() + 0.25 >= deadline:
+                raise BrokerUnavailable(f"{what}: {describe_error(exc)} (for "
+                                        f"{settings.startup_timeout_s:g}s)") from None
+        finally:
+            client.close()
+        time.sleep(0.25)
 
 
 def patch_kombu_half_closed_channel() -> None:

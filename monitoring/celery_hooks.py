@@ -27,7 +27,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from mesh.errors import PermanentError, TransientError
+from mesh.errors import PermanentError, Throttled, TransientError
 from monitoring import metrics, multiproc, sentry
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def _serve_for_command(settings: Any) -> None:
             or _state.get("server") is not None):
         return
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
 
@@ -138,7 +139,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     settings = app.mesh_settings  # type: ignore[attr-defined]
     _on_process_init()
     try:
-        _state["server"] = multiproc.serve(settings.monitoring.metrics_port)
+        _state["server"] = multiproc.serve(settings.monitoring.metrics_port,
+                                           settings.monitoring.metrics_address)
     except OSError as exc:
         log.error("cannot serve /metrics on port %s: %s", settings.monitoring.metrics_port, exc)
     stop = threading.Event()
@@ -247,9 +249,12 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
     sentry.task_failed(getattr(sender, "mesh_kind", None))
 
 
-def _on_retry(sender: Any = None, **_: Any) -> None:
-    if _ours(sender) is not None:
-        metrics.task_retried(sender.name)
+def _on_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
+    if _ours(sender) is None:
+        return
+    if isinstance(getattr(reason, "exc", None), Throttled):
+        return  # waiting for budget, not a failure (mesh_ratelimit_throttled_total)
+    metrics.task_retried(sender.name)
 
 
 def _connect() -> None:

@@ -33,6 +33,8 @@ GPU pool                                        ``mesh_gpu_held_items{queue}``,
                                                 ``mesh_gpu_offpeak_open``,
                                                 ``mesh_gpu_offpeak_next_start_timestamp_seconds``,
                                                 ``mesh_gpu_offpeak_end_timestamp_seconds``
+flow control                                    ``mesh_ratelimit_*``, ``mesh_concurrency_running``
+                                                (``monitoring.flow_collector``)
 exporter                                        ``mesh_exporter_up``,
                                                 ``mesh_exporter_scrape_duration_seconds``
 ==============================================  ===========================================
@@ -49,6 +51,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
+from mesh.outage import OutageLog
+from monitoring.flow_collector import flow_families
 from monitoring.snapshot import Snapshot, take
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,7 @@ class MeshCollector(Collector):
         self._client = client
         self._settings = settings
         self._workflows = workflows
+        self._outage = OutageLog(log, "Redis (exporter scrape)")
 
     def describe(self) -> list[Any]:
         return []  # no fixed description: collected at scrape time only
@@ -72,16 +77,18 @@ class MeshCollector(Collector):
         try:
             snap = take(self._client, self._settings, self._workflows())
         except Exception as exc:
-            log.warning("scrape failed: %s", exc)
+            self._outage.failed(exc)  # one line per change of state, not per scrape
             up.add_metric([], 0)
             yield up
             return
+        self._outage.ok()
         up.add_metric([], 1)
         yield up
         yield from _stream_families(snap)
         yield from _queue_families(snap, self._settings)
         yield from _workflow_families(snap)
         yield from _gpu_families(snap)
+        yield from flow_families(self._client, self._settings)
         d = GaugeMetricFamily("mesh_exporter_scrape_duration_seconds", "Time to read Redis.")
         d.add_metric([], time.monotonic() - t0)
         yield d

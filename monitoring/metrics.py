@@ -85,6 +85,24 @@ STEP_BATCH_WAIT = Histogram(
     ["step"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1))
 FUSED_STEPS = Counter("mesh_fused_steps_total",
                       "Chain steps run inside the previous step's task (no hop), by task.", ["task"])
+# -- flow control (rate limits, concurrency keys) ----------------------------------------------
+FLOW_WAIT = Histogram(
+    "mesh_ratelimit_wait_seconds",
+    "How long a step waited for a rate limit or concurrency slot before it was admitted "
+    "(0 when admitted at once); kind is rate or concurrency.", ["kind", "name", "priority"],
+    buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+FLOW_ADMITTED = Counter("mesh_ratelimit_admitted_total", "Steps admitted by a limit.",
+                        ["kind", "name", "priority"])
+FLOW_THROTTLED = Counter(
+    "mesh_ratelimit_throttled_total",
+    "Times a step was told to wait (rescheduled, not retried) by a limit.",
+    ["kind", "name", "priority"])
+FLOW_PAUSED = Counter("mesh_ratelimit_paused_total",
+                      "429 answers that paused a resource for every worker.", ["resource"])
+FLOW_TOKENS = Counter("mesh_ratelimit_tokens_total",
+                      "Tokens of admitted calls: estimated at admission, actual as reported.",
+                      ["resource", "kind"])
+PRIORITIES = frozenset({"urgent", "normal", "bulk"})
 
 # -- models ------------------------------------------------------------------------------------
 MODEL_INFO = Gauge("mesh_model_info", "Model version in use by this process (value 1).",
@@ -288,3 +306,30 @@ def result_removed(kind: str, entity: str) -> None:
     client, keys = _store.get("client"), _store.get("keys")
     if client is not None and keys is not None:
         client.zrem(results_key(keys, bounded(kind)), entity)
+
+
+# -- flow control --------------------------------------------------------------------------
+@_safe
+def flow_admitted(kind: str, name: str, priority: str, waited_s: float) -> None:
+    """A step got its permit or slot after waiting ``waited_s`` in total."""
+    labels = (bounded(kind, {"rate", "concurrency"}), bounded(name), bounded(priority, PRIORITIES))
+    FLOW_ADMITTED.labels(*labels).inc()
+    FLOW_WAIT.labels(*labels).observe(max(waited_s, 0.0))
+
+
+@_safe
+def flow_throttled(kind: str, name: str, priority: str) -> None:
+    """A step was told to come back later (it is rescheduled, holding no worker)."""
+    FLOW_THROTTLED.labels(bounded(kind, {"rate", "concurrency"}), bounded(name),
+                          bounded(priority, PRIORITIES)).inc()
+
+
+@_safe
+def flow_paused(resource: str) -> None:
+    FLOW_PAUSED.labels(bounded(resource)).inc()
+
+
+@_safe
+def flow_tokens(resource: str, estimated: int, actual: int) -> None:
+    FLOW_TOKENS.labels(bounded(resource), "estimated").inc(max(estimated, 0))
+    FLOW_TOKENS.labels(bounded(resource), "actual").inc(max(actual, 0))

@@ -90,8 +90,9 @@ def registry() -> Any:
     return reg
 
 
-def serve(port: int, addr: str = "0.0.0.0", extra: list[Any] | None = None) -> Any:
-    """Serve /metrics on ``port`` in a daemon thread (0: do nothing). ``extra``
+def serve(port: int, addr: str = "127.0.0.1", extra: list[Any] | None = None) -> Any:
+    """Serve /metrics on ``addr:port`` in a daemon thread (0: do nothing). Loopback
+    unless told otherwise (``monitoring.metrics_address``: closed by default). ``extra``
     collectors (the Redis collector of ``mesh exporter``) are added to what is served.
     Returns the server (``.shutdown()``) or None."""
     if not port:

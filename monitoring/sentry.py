@@ -15,7 +15,8 @@ no personal data.
   reason and event type, throttled per process.
 * ``before_send`` scrubs every field named in ``monitoring.sentry_scrub_fields`` and every
   event-payload field marked ``json_schema_extra={"sensitive": True}``, at any depth
-  (task arguments, extra, contexts, breadcrumbs); local variables are never sent.
+  (task arguments, extra, contexts, breadcrumbs); local variables are never sent; then
+  every string of the event passes the redaction point (``mesh.redact``).
 * Beat schedules become Sentry Cron check-ins (``monitor_beat_tasks``).
 """
 
@@ -26,6 +27,8 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+
+from mesh.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,11 @@ def scrub(value: Any, fields: frozenset[str] | set[str], depth: int = 0) -> Any:
 
 
 def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-    """Scrub personal data; tag model versions; mark critical tasks fatal."""
+    """Scrub personal data; mask secrets (``mesh.redact``: known secrets, credentials in
+    URLs, auth headers, bearer tokens, in every string of the event); tag model
+    versions; mark critical tasks fatal."""
+    from mesh import redact
+
     fields = _state["fields"]
     for part in ("extra", "contexts", "request", "breadcrumbs", "user"):
         if part in event:
@@ -84,7 +91,14 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
         tags["model_version"] = ",".join(f"{m}={v}" for m, v in sorted(versions.items()))
     if tags.get("task_kind") == "critical" and event.get("exception"):
         event["level"] = "fatal"
-    return event
+    return redact.value(event)  # type: ignore[no-any-return]
+
+
+def _masked(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    """Performance events (when traces are sampled) pass the redaction point too."""
+    from mesh import redact
+
+    return redact.value(event)  # type: ignore[no-any-return]
 
 
 def init(settings: Any) -> bool:
@@ -95,6 +109,7 @@ def init(settings: Any) -> bool:
     with _lock:
         if _state["enabled"]:
             return True
+        require("sentry_sdk", "sentry")
         import sentry_sdk
         from sentry_sdk.integrations.celery import CeleryIntegration
         from sentry_sdk.integrations.logging import LoggingIntegration
@@ -109,6 +124,7 @@ def init(settings: Any) -> bool:
             max_request_body_size="never",
             traces_sample_rate=mon.sentry_traces_sample_rate,
             before_send=before_send,  # type: ignore[arg-type]  # Event is a TypedDict
+            before_send_transaction=_masked,  # type: ignore[arg-type]
             integrations=[
                 CeleryIntegration(monitor_beat_tasks=True, propagate_traces=True),
                 RedisIntegration(),

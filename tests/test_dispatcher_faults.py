@@ -80,17 +80,40 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(redis_server: Embedde
     assert "stopped after" in d.output()
 
 
-def test_dispatcher_needs_a_reachable_redis_and_says_why(tmp_path: Path) -> None:
-    """No Redis at all: the dispatcher waits (backoff), never busy-loops or crashes, and
-    still exits cleanly on SIGTERM."""
+def test_dispatcher_without_redis_at_start_exits_3_and_says_why(tmp_path: Path) -> None:
+    """No Redis at start: after ``redis.startup_timeout_s`` the dispatcher exits 3 with
+    one line saying why (issue 18: fail fast; Kubernetes restarts it with backoff)."""
     from mesh.embedded import free_port
     from mesh.settings import MeshSettings
 
     s = MeshSettings.load({"MESH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                            "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.2",
+                           "MESH_REDIS_STARTUP_TIMEOUT_S": "1",
                            "MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]'})
     d = start("dispatcher", ["dispatcher"], s, tmp_path / "logs")
-    wait_for(lambda: "retrying in" in d.output(), 60, what="a retry message")
-    assert d.alive()
-    assert d.stop() == 0
-    assert "cannot connect to Redis" in d.output()
+    assert d.popen.wait(30) == 3
+    assert [line for line in d.output().splitlines() if line.strip()] == [
+        line for line in d.output().splitlines() if "cannot connect to Redis" in line]
+
+
+def test_dispatcher_waits_out_an_outage_after_start_logging_each_change_once(
+        redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    """Redis goes away after start: the dispatcher retries with backoff, never exits,
+    and logs the outage once (plus a line if the reason changes) and its end once."""
+    import time
+
+    s = probe_settings(redis_server, tmp_path)
+    d = start("dispatcher", ["dispatcher"], s, tmp_path / "logs")
+    try:
+        wait_for(lambda: "partition(s)" in d.output(), 60, what="the dispatcher running")
+        redis_server.stop()
+        time.sleep(3)  # ~6 retries at 0.1, 0.2, 0.4... s
+        redis_server.start()
+        wait_for(lambda: "available again" in d.output(), 60, what="the recovery line")
+        assert d.alive()
+    finally:
+        redis_server.start()
+        assert d.stop() == 0
+    out = d.output()
+    assert 1 <= sum("unavailable" in line for line in out.splitlines()) <= 3, out[-3000:]
+    assert out.count("available again after") == 1

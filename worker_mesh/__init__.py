@@ -44,6 +44,7 @@ from mesh.errors import (
     RateLimited,
     TransientError,
 )
+from mesh.flow.declare import Concurrency, Flow, Limit, Priority
 from workers.kinds import API_CALL, CRITICAL, INFERENCE, STANDARD, TRAINING, TaskKind
 from workers.steps import Step, StepContext, current_step, step
 
@@ -59,13 +60,17 @@ __all__ = [
     "STANDARD",
     "TRAINING",
     "Coalesce",
+    "Concurrency",
     "ConfigError",
     "Envelope",
     "Event",
+    "Flow",
+    "Limit",
     "MeshError",
     "NotFound",
     "On",
     "PermanentError",
+    "Priority",
     "ProviderError",
     "RateLimited",
     "Resource",

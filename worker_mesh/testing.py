@@ -13,6 +13,12 @@ As a pytest plugin (``pytest -p worker_mesh.testing``, or in a ``conftest.py``:
 
 Or without pytest: ``with Harness(["orders.workflows"]) as mesh: ...``.
 
+For fast tests of a workflow's logic, ``mesh_eager`` (``EagerMesh``) runs the canvas in
+the test's own process with Celery's eager mode: retries (at once) and chords work::
+
+    def test_scoring_logic(mesh_eager):
+        assert mesh_eager.run(OrderPlaced(order_id="o-1", ...))["order-scoring"] == 0.8
+
 Each harness has its own key prefix on a redis-server of its own (started from the
 ``redis-server`` binary on a free port), so tests never see each other's keys.
 """
@@ -39,7 +45,7 @@ from mesh.runs import RunLedger
 from mesh.settings import MeshSettings
 from workers.procs import Proc, start
 
-__all__ = ["Harness", "RunResult", "mesh", "mesh_redis"]
+__all__ = ["EagerMesh", "Harness", "RunResult", "mesh", "mesh_eager", "mesh_redis"]
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -78,11 +84,7 @@ class Harness:
     def start(self) -> Harness:
         if self._own_server:
             self.server.start()
-        env = {"MESH_REDIS_URL": self.server.url,
-               "MESH_REDIS_KEY_PREFIX": "t" + uuid.uuid4().hex[:10],
-               "MESH_CELERY_EXTRA_MODULES": json.dumps(self.modules),
-               "MESH_ARTIFACTS_LOCAL_DIR": str(Path(self._tmp.name) / "artifacts"),
-               "MESH_DISPATCHER_BLOCK_MS": "50", **self.extra}
+        env = {**_base_env(self), **self.extra}
         self.settings = MeshSettings.load(env)
         self.keys = Keys(self.settings.redis.key_prefix)
         self.redis = make_client(self.settings.redis)
@@ -166,6 +168,68 @@ class Harness:
         return "\n".join(p.output() for p in self.procs)
 
 
+class EagerMesh:
+    """Runs a workflow's canvas in this process, synchronously (Celery's eager mode), for
+    fast tests of a workflow's logic: chains, groups and chords work, retries happen at
+    once (countdowns are not waited), and every step reports to the run ledger, so
+    memoization and ``current_step()`` behave as in a worker. Needs a redis-server (the
+    ledger, results): pass one, or it starts its own. No dispatcher: coalescing, dedupe
+    and follow-up events are not run (use ``Harness`` for those)."""
+
+    def __init__(self, modules: Sequence[str] = (), *, server: EmbeddedRedis | None = None,
+                 settings: dict[str, str] | None = None) -> None:
+        self.inner = Harness(modules, settings={**(settings or {}),
+                                                "MESH_CELERY_TASK_ALWAYS_EAGER": "true"},
+                             server=server)
+
+    def __enter__(self) -> EagerMesh:
+        from chains.starter import CeleryStarter
+        from workers.app import create_app
+
+        h = self.inner
+        if h._own_server:
+            h.server.start()
+        h.settings = MeshSettings.load({**_base_env(h), **h.extra})
+        h.keys = Keys(h.settings.redis.key_prefix)
+        h.redis = make_client(h.settings.redis)
+        h.registry = load_workflows(h.settings)
+        h.ledger = RunLedger(h.redis, h.keys, h.settings.runs)
+        self.app = create_app(h.settings)
+        self.app.conf.task_eager_propagates = False  # a Retry is re-applied, not raised
+        self.starter = CeleryStarter(self.app, h.registry, ledger=h.ledger)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        h = self.inner
+        if h._own_server:
+            h.server.stop()
+        h._tmp.cleanup()
+
+    def run(self, event: Event | Envelope) -> dict[str, Any]:
+        """Run every workflow ``event`` starts (coalesced ones too, at once); returns
+        each one's last result by workflow name. A step that fails for good raises."""
+        from events.routing import StartRequest
+
+        h = self.inner
+        env = event if isinstance(event, Envelope) else Envelope.wrap(event, producer="test")
+        out: dict[str, Any] = {}
+        for route in h.registry.route(env):
+            wf = h.registry.get(route.workflow)
+            run_id = wf.run_id(env)
+            canvas, record = self.starter.prepare(StartRequest(wf.name, env, run_id))
+            h.ledger.start_many([record])
+            canvas.apply().get(propagate=True)  # a step that failed for good raises here
+            out[wf.name] = h.run(run_id, wf.name).result
+        return out
+
+
+def _base_env(h: Harness) -> dict[str, str]:
+    return {"MESH_REDIS_URL": h.server.url, "MESH_REDIS_KEY_PREFIX": "t" + uuid.uuid4().hex[:10],
+            "MESH_CELERY_EXTRA_MODULES": json.dumps(h.modules),
+            "MESH_ARTIFACTS_LOCAL_DIR": str(Path(h._tmp.name) / "artifacts"),
+            "MESH_DISPATCHER_BLOCK_MS": "50"}
+
+
 # -- pytest plugin ---------------------------------------------------------------------------
 try:
     import pytest
@@ -195,3 +259,12 @@ if pytest is not None:
         h.start()
         yield h
         h.stop()
+
+    @pytest.fixture
+    def mesh_eager(request: Any, mesh_redis: EmbeddedRedis) -> Iterator[EagerMesh]:
+        """The test module's workflows run in this process (``EagerMesh``): fast tests of
+        a workflow's logic, retries and chords included."""
+        modules = getattr(request.module, "MESH_MODULES", [])
+        with EagerMesh(modules, server=mesh_redis,
+                       settings=getattr(request.module, "MESH_SETTINGS", {})) as m:
+            yield m

@@ -33,6 +33,7 @@ an app by ``register_tasks(app)``, so the same module serves any number of apps.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -41,9 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 
-from gpu_pool.routing import Resource, queue_for
-from mesh.errors import PermanentError, TransientError
+from gpu_pool.routing import Resource, declare_task, queue_for
+from mesh.errors import PermanentError, Throttled, TransientError
+from mesh.flow.declare import Flow
 from mesh.runs import STARTED, Begin, split_task_id
+from workers.context import StepContext, enter, from_headers, leave
+from workers.flowctl import flow_control, reschedule
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -112,6 +116,9 @@ class TaskSpec:
     runtime: bool = True
     """Call ``fn(rt, *args)`` (built-in tasks); False: ``fn(*args)``, the runtime and the
     run being available through ``workers.steps.current_step()`` (a team's steps)."""
+    flow: Flow = field(default_factory=Flow)
+    """Rate limits, concurrency keys, tenant and priority (``mesh.flow``): checked before
+    the function runs; a step without budget is rescheduled, not failed, not retried."""
 
     @property
     def queue(self) -> str:
@@ -126,7 +133,7 @@ AFTER_SUCCESS: list[Callable[[Task, Any, Any], None]] = []
 
 
 def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.CPU,
-         memo: bool = True, ledger: bool = True, runtime: bool = True,
+         memo: bool = True, ledger: bool = True, runtime: bool = True, flow: Flow | None = None,
          **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare ``fn(rt, *args, **kwargs)`` as task ``name``. ``rt`` is the process's
     ``Runtime`` (clients, stores, models), injected by the wrapper; tests call ``fn``
@@ -135,7 +142,9 @@ def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in SPECS and SPECS[name].fn is not fn:
             raise ValueError(f"task {name!r} is declared twice")
-        SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger, runtime)
+        SPECS[name] = TaskSpec(name, fn, kind, resource, options, memo, ledger, runtime,
+                               flow or Flow())
+        declare_task(name, resource)
         return fn
 
     return deco
@@ -166,8 +175,14 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
                 _done(rt, step, memo.result, spec.memo)
                 return memo.result
         token = _enter(self, rt, step)
+        admission = None
         try:
+            if spec.flow:
+                admission = _admit(self, rt, spec, args, kwargs)
             result = spec.fn(rt, *args, **kwargs) if spec.runtime else spec.fn(*args, **kwargs)
+        except Throttled as exc:  # waiting for budget: rescheduled, not a retry, not a failure
+            reschedule(self, exc)
+            raise  # not reached: reschedule raises Celery's Retry
         except PermanentError:
             raise
         except TransientError as exc:
@@ -183,6 +198,8 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
             _retrying(rt, step, countdown)
             raise self.retry(exc=exc, countdown=countdown, max_retries=kind.max_retries) from None
         finally:
+            if admission is not None:
+                admission.close()  # concurrency slots go back on every outcome
             _leave(token)
         if step is not None:
             _done(rt, step, result, spec.memo)
@@ -205,8 +222,6 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
 
 def _enter(task: Task, rt: Any, step: tuple[str, str] | None) -> Any:
     """Make the run visible to the function (``workers.steps.current_step()``)."""
-    from workers.steps import StepContext, enter, from_headers
-
     meta = from_headers(task.request)
     run_id, name = step if step is not None else ("", task.name)
     return enter(StepContext(run_id, name, meta.get("workflow", ""),
@@ -215,9 +230,18 @@ def _enter(task: Task, rt: Any, step: tuple[str, str] | None) -> Any:
 
 
 def _leave(token: Any) -> None:
-    from workers.steps import leave
-
     leave(token)
+
+
+def _admit(task: Task, rt: Any, spec: TaskSpec, args: tuple[Any, ...],
+           kwargs: dict[str, Any]) -> Any:
+    """The step's flow-control admission (leases, rate permits) or ``Throttled``."""
+    call = (rt, *args) if spec.runtime else args
+    try:
+        named = dict(inspect.signature(spec.fn).bind_partial(*call, **kwargs).arguments)
+    except TypeError:
+        named = {}
+    return flow_control(rt).enter(spec.flow, named, step_id=str(task.request.id))
 
 
 def _begin(rt: Any, step: tuple[str, str], kind: str) -> tuple[str | None, Begin | None]:

@@ -18,8 +18,9 @@ COLORS = {"fixed": "#7f7f7f", "autoscaled": "#d62728", "batched": "#ff7f0e", "de
 
 def plot(path: str | Path, runs: dict[str, RunResult], strategies: dict[str, dict[str, Any]],
          spans: list[tuple[float, float]], currency: str = "USD") -> Path:
-    import matplotlib
+    from mesh.extras import require
 
+    matplotlib = require("matplotlib", "gpu-sim")
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt

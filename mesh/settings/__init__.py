@@ -18,10 +18,12 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from mesh import redact
 from mesh.errors import ConfigError
 from mesh.settings.artifacts import ArtifactSettings
 from mesh.settings.celery import CelerySettings
 from mesh.settings.dispatcher import DispatcherSettings
+from mesh.settings.flow import FlowSettings, LimitSpec
 from mesh.settings.gpu import GpuSettings
 from mesh.settings.llm import LlmSettings
 from mesh.settings.monitoring import MonitoringSettings
@@ -37,7 +39,9 @@ __all__ = [
     "ArtifactSettings",
     "CelerySettings",
     "DispatcherSettings",
+    "FlowSettings",
     "GpuSettings",
+    "LimitSpec",
     "LlmSettings",
     "MeshSettings",
     "MonitoringSettings",
@@ -71,13 +75,22 @@ class MeshSettings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
     throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshSettings:
         """Build the tree from ``environ`` (default: the process environment).
 
         Raises ``ConfigError`` naming every unknown ``MESH_*`` key and every invalid value.
+        Every secret of the tree is registered with ``mesh.redact``, so it is masked in
+        whatever this process logs or prints from then on.
         """
+        settings = cls._build(environ, overrides)
+        redact.remember_settings(settings)
+        return settings
+
+    @classmethod
+    def _build(cls, environ: Mapping[str, str] | None, overrides: dict[str, Any]) -> MeshSettings:
         env = dict(os.environ if environ is None else environ)
         unknown = unknown_env_keys(env)
         if unknown:
@@ -176,8 +189,8 @@ def _env_value(value: Any) -> str:
         return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
+    if isinstance(value, (list, dict)):  # nested models (flow limits) as their JSON
+        return json.dumps(value, default=lambda m: m.model_dump(exclude_defaults=True))
     return str(value)
 
 

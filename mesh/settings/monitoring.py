@@ -10,6 +10,10 @@ class MonitoringSettings(BaseModel):
 
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of this process's /metrics (0: not served)."""
+    metrics_address: str = "127.0.0.1"
+    """Address every /metrics (worker, dispatcher, beat, `mesh exporter`) listens on.
+    Loopback by default, so nothing is exposed by accident; a pod sets ``0.0.0.0`` (its
+    own network namespace), with a NetworkPolicy that admits only Prometheus."""
     sentry_dsn: SecretStr | None = None
     environment: str = "dev"
     exporter_port: int = Field(default=9808, ge=1, le=65535)
@@ -22,6 +26,12 @@ class MonitoringSettings(BaseModel):
     """A worker whose last heartbeat is older than this counts as gone."""
     flower_port: int = Field(default=5555, ge=1, le=65535)
     """Port of `mesh flower`."""
+    flower_basic_auth: SecretStr | None = None
+    """``user:password`` (several: comma-separated) that Flower's UI, API and /metrics
+    require. Or ``flower_basic_auth_file``; without either `mesh flower` refuses to start
+    unless given ``--no-auth``. Never on a command line (``ps`` shows it)."""
+    flower_basic_auth_file: str | None = None
+    """A file of ``user:password`` lines (e.g. a mounted Kubernetes Secret)."""
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
     """Share of tasks traced for Sentry performance monitoring (0: errors only)."""
     sentry_scrub_fields: list[str] = Field(default_factory=lambda: [

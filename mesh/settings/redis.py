@@ -16,6 +16,10 @@ class RedisSettings(BaseModel):
     socket_timeout_s: float = Field(default=5.0, gt=0)
     socket_connect_timeout_s: float = Field(default=3.0, gt=0)
     health_check_interval_s: int = Field(default=15, ge=0)
+    startup_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """How long a process or command waits at start for an unreachable Redis before it
+    exits (code 3). Refused credentials, an untrusted certificate or a bad URL exit at
+    once; after start, outages are retried with backoff instead."""
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
     """Upper bound of the reconnect backoff of dispatchers and publishers."""
     tls_ca_file: str | None = None

@@ -149,6 +149,25 @@ OVERVIEW = Board(
         Panel("Oldest stored result", (
             Q("time() - max by (kind) (mesh_result_oldest_timestamp_seconds)", "{{kind}}"),
         ), unit="s", description="Staleness of the least recently refreshed result per kind."),
+        Panel("Flow control: waiting for budget", (
+            Q("histogram_quantile(0.95, sum by (le, kind, name) "
+              "(rate(mesh_ratelimit_wait_seconds_bucket[5m])))", "{{name}} p95 wait"),
+            Q("max by (kind, name) (mesh_ratelimit_oldest_wait_seconds)", "{{name}} oldest waiting"),
+            Q("max by (kind, name) (mesh_ratelimit_wait_sla_seconds)", "{{name}} SLA"),
+        ), unit="s", description="How long steps wait for a rate limit or concurrency slot "
+                                 "(admitted: p95; still waiting: the oldest) against the SLA "
+                                 "(alert MeshFlowWaitOverSla)."),
+        Panel("Flow control: budget use, waiting and throttled steps", (
+            Q("max by (name) (mesh_ratelimit_window_requests / mesh_ratelimit_limit_requests)",
+              "{{name}} requests used"),
+            Q("max by (name) (mesh_ratelimit_window_tokens / mesh_ratelimit_limit_tokens)",
+              "{{name}} tokens used"),
+            Q("sum by (kind, name) (mesh_ratelimit_waiting_steps)", "{{name}} waiting"),
+            Q("sum by (name) (rate(mesh_ratelimit_throttled_total[5m]))", "{{name}} throttled /s"),
+            Q("sum by (resource) (increase(mesh_ratelimit_paused_total[5m]))",
+              "{{resource}} 429 pauses (5m)"),
+        ), description="Share of each limit's window in use (1 = full), steps waiting now, "
+                       "reschedules per second and 429s that paused the resource."),
     ),
 )
 

@@ -129,6 +129,17 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list], None]]] = {
         MESH_GPU_OFFPEAK_WINDOWS='["01:00-06:00 UTC", "12:00-13:00 Europe/Berlin"]')),
     "gpu-policy-drift": ("autoscaling", "prod", lambda o: _configmap(o).update(MESH_GPU_MAX_WORKERS="8")),
     "exporter-port": ("ports", "prod", lambda o: _configmap(o).update(MESH_MONITORING_EXPORTER_PORT="9000")),
+    "metrics-on-loopback": ("exposure", "prod", lambda o: _configmap(o).pop(
+        "MESH_MONITORING_METRICS_ADDRESS")),
+    "metrics-from-any-monitoring-pod": ("exposure", "prod", lambda o: find(
+        o, "NetworkPolicy", "mesh-metrics-from-monitoring")["spec"]["ingress"][0]["from"][0].pop(
+        "podSelector")),
+    "flower-optional-auth": ("exposure", "dev", lambda o: _container(o, "mesh-flower")["env"][0][
+        "valueFrom"]["secretKeyRef"].update(optional=True)),
+    "flower-password-in-args": ("exposure", "prod", lambda o: _container(o, "mesh-flower")[
+        "args"].append("--basic_auth=ops:hunter2")),
+    "flower-no-auth": ("exposure", "prod", lambda o: _container(o, "mesh-flower")["args"].append(
+        "--no-auth")),
 }
 
 
@@ -149,6 +160,7 @@ def test_every_check_has_a_breakage() -> None:
 def test_secret_settings_are_the_secret_fields_of_the_settings() -> None:
     assert policy.secret_setting_names() == {
         "MESH_REDIS_URL", "MESH_MONITORING_SENTRY_DSN", "MESH_LLM_API_KEY",
+        "MESH_MONITORING_FLOWER_BASIC_AUTH",
         "MESH_ARTIFACTS_S3_ACCESS_KEY_ID", "MESH_ARTIFACTS_S3_SECRET_ACCESS_KEY"}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from gpu_pool.routing import Resource
 from mesh.errors import PermanentError
 from monitoring import metrics
+from workers.flowctl import FlowTask, flow_control
 from workers.kinds import CRITICAL, STANDARD, task
 
 
@@ -33,3 +34,17 @@ def gpu_work(rt: Any, meta: dict[str, Any]) -> None:
 @task("mesh.test.mon.fail", kind=CRITICAL)
 def always_fails(rt: Any, meta: dict[str, Any]) -> None:
     raise PermanentError("bad input")
+
+
+@task("mesh.test.mon.flow", kind=STANDARD, base=FlowTask)
+def flow_work(rt: Any, meta: dict[str, Any], n: int) -> int:
+    """Calls a rate-limited resource (``probe-llm``: 2 per 2 s): the third waits its
+    turn (rescheduled), and the first one's "429" pauses the resource briefly."""
+    fc = flow_control(rt)
+    permit = fc.permit("probe-llm", ticket=f"flow-{n}", tokens=50)
+    fc.observer.tokens("probe-llm", 50, 20)
+    permit.reconcile(20)
+    if n == 0:
+        fc.pause("probe-llm", 0.5)
+    rt.redis.rpush(rt.keys.ns("test", "mon", "flow"), n)
+    return n

@@ -30,7 +30,10 @@ def test_boards_cover_what_operators_need() -> None:
              for name, d in docs.items()}
     for metric in ("mesh_stream_entries_added_total", "mesh_workflow_runs_total",
                    "mesh_task_failures_total", "mesh_consumer_lag",
-                   "mesh_workflow_last_success_timestamp_seconds"):
+                   "mesh_workflow_last_success_timestamp_seconds",
+                   "mesh_ratelimit_wait_seconds_bucket", "mesh_ratelimit_oldest_wait_seconds",
+                   "mesh_ratelimit_wait_sla_seconds", "mesh_ratelimit_throttled_total",
+                   "mesh_ratelimit_window_tokens"):
         assert metric in exprs["mesh-overview.json"], metric
     assert all("$workflow" in t["expr"] for p in docs["mesh-workflow.json"]["panels"]
                for t in p["targets"])

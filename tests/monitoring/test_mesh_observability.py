@@ -99,6 +99,10 @@ def mesh(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) 
         "MESH_MONITORING_FLOWER_PORT": str(ports["flower"]),
         "MESH_MONITORING_MULTIPROC_DIR": str(tmp / "metrics"),
         "MESH_ARTIFACTS_LOCAL_DIR": str(tmp / "artifacts"),
+        "MESH_FLOW_LIMITS": json.dumps({"probe-llm": {
+            "requests_per_interval": 2, "tokens_per_interval": 1000, "interval_s": 2}}),
+        "MESH_FLOW_CONCURRENCY": '{"probe": 1}',
+        "MESH_FLOW_BURST_FRACTION": "1",
     }
     settings = MeshSettings.load(base)
 
@@ -109,7 +113,8 @@ def mesh(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) 
     procs: dict[str, Proc] = {}
     prom = None
     try:
-        procs["flower"] = start("flower", ["flower", f"--basic-auth={FLOWER_AUTH}"], settings, logs)
+        procs["flower"] = start("flower", ["flower"], MeshSettings.load(
+            base | {"MESH_MONITORING_FLOWER_BASIC_AUTH": FLOWER_AUTH}), logs)
         procs["exporter"] = start("exporter", ["exporter"], settings, logs)
         procs["worker"] = start("worker", ["worker", "-Q", "cpu,io,gpu,gpu-batch", "-c", "2",
                                            "-n", "obs@%h"], with_port(ports["worker"]), logs)
@@ -160,12 +165,16 @@ def _demo(mesh: Mesh) -> None:
     app.signature("mesh.test.mon.fail", args=(mesh.meta,)).apply_async()
     for i in range(PIDS_TASKS):
         app.signature("mesh.test.mon.pid", args=(mesh.meta, i)).apply_async()
+    for i in range(3):
+        app.signature("mesh.test.mon.flow", args=(mesh.meta, i)).apply_async()
     cost.record(r, keys, "embed", 1.5, offpeak=False, deferred=False)
     stats = RunLedger(r, keys)
     wait_for(lambda: "probe" in stats.last_success(), timeout_s=90, what="a probe run to succeed")
     wait_for(lambda: r.xlen(keys.dlq) >= 1, timeout_s=60, what="the invalid event dead-lettered")
     wait_for(lambda: r.llen(keys.ns("test", "mon", "pids")) == PIDS_TASKS, timeout_s=90,
              what="the short tasks to run")
+    wait_for(lambda: r.llen(keys.ns("test", "mon", "flow")) == 3, timeout_s=60,
+             what="the rate-limited tasks to run")
 
 
 def _panel_queries() -> list[tuple[str, str, str]]:

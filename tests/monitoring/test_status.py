@@ -88,9 +88,10 @@ def test_status_exits_0_when_every_workflow_is_fresh(settings: MeshSettings, r: 
     assert json.loads(out.stdout)["out_of_sla"] == []
 
 
-def test_status_exits_2_when_redis_is_unreachable(settings: MeshSettings) -> None:
+def test_status_exits_3_when_redis_is_unreachable(settings: MeshSettings) -> None:
     s = MeshSettings.load(settings.to_env() | {"MESH_REDIS_URL": "redis://127.0.0.1:1/0",
-                                               "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.2"})
+                                               "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.2",
+                                               "MESH_REDIS_STARTUP_TIMEOUT_S": "0.5"})
     out = _status(s, "--json")
-    assert out.returncode == 2
+    assert out.returncode == 3  # Redis unusable (2 is bad configuration)
     assert "cannot connect to Redis" in out.stderr

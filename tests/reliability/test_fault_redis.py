@@ -66,7 +66,13 @@ def mesh(settings: MeshSettings, tmp_path: Path) -> Iterator[Mesh]:
                            "MESH_CELERY_EXTRA_MODULES": '["tests.reliability.effects"]',
                            "MESH_REDIS_SOCKET_TIMEOUT_S": "1",
                            "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "1",
-                           "MESH_REDIS_RETRY_MAX_BACKOFF_S": "1"})
+                           "MESH_REDIS_RETRY_MAX_BACKOFF_S": "1",
+                           # a message kombu loses in the restart window is the run
+                           # ledger's to re-drive: short deadlines, so within the test
+                           "MESH_WORKFLOWS_BUILTIN": "false",
+                           "MESH_RUNS_REDRIVE_QUEUED_AFTER_S": "15",
+                           "MESH_RUNS_REDRIVE_RUNNING_AFTER_S": '{"standard": 15}',
+                           "MESH_RUNS_REDRIVE_INTERVAL_S": "1"})
     m = Mesh(s, tmp_path)
     m.pub.publish(_env(0, "warmup-"))
     wait_for(lambda: m.effects() == 1, 90, what="the mesh warmed up")

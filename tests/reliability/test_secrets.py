@@ -8,6 +8,7 @@ Also proves that the ACL rule is enough for the operator commands (``mesh status
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import subprocess
@@ -54,7 +55,9 @@ def test_no_secret_in_logs_cli_metrics_or_sentry(
     dsn = collector.dsn.replace("publickey", sentry_key)
     s = secure_redis.settings(tenant, tmp_path, MESH_MONITORING_SENTRY_DSN=dsn,
                               MESH_MONITORING_ENVIRONMENT="test")
-    known = [tenant.password, secure_redis.admin_password, sentry_key]
+    flower_password = "fl-" + secrets.token_hex(12)
+    s = MeshSettings.load(s.to_env() | {"MESH_MONITORING_FLOWER_BASIC_AUTH": f"ops:{flower_password}"})
+    known = [tenant.password, secure_redis.admin_password, sentry_key, flower_password]
     keys = Keys(s.redis.key_prefix)
     r = make_client(s.redis)
     exporter_port, flower_port = free_port(), free_port()
@@ -63,8 +66,7 @@ def test_no_secret_in_logs_cli_metrics_or_sentry(
         start("dispatcher", ["dispatcher"], s, tmp_path / "logs"),
         start("exporter", ["exporter", "--port", str(exporter_port), "--address", "127.0.0.1"],
               s, tmp_path / "logs"),
-        start("flower", ["flower", "--port", str(flower_port), "--unauthenticated-api"], s,
-              tmp_path / "logs"),
+        start("flower", ["flower", "--port", str(flower_port)], s, tmp_path / "logs"),
     ]
     try:
         # Given work that succeeds, work that fails (reaches Sentry) and a bad entry (DLQ),
@@ -88,12 +90,14 @@ def test_no_secret_in_logs_cli_metrics_or_sentry(
         outputs["exporter /metrics"] = metrics
         # Flower works as the ACL user over TLS: it sees the worker and its tasks.
         flower = f"http://127.0.0.1:{flower_port}"
-        workers = wait_for(lambda: (w := _get(f"{flower}/api/workers?refresh=1")) and "@" in w and w,
-                           90, interval_s=1, what="Flower listing the worker")
+        auth = ("ops", flower_password)
+        workers = wait_for(lambda: (w := _get(f"{flower}/api/workers?refresh=1", auth)) and "@" in w
+                           and w, 90, interval_s=1, what="Flower listing the worker")
         pub.publish(_activity("seen-by-flower"))  # events are live: send one while it listens
-        tasks = wait_for(lambda: (t := _get(f"{flower}/api/tasks")) and "mesh.probe" in t and t,
+        tasks = wait_for(lambda: (t := _get(f"{flower}/api/tasks", auth)) and "mesh.probe" in t and t,
                          90, interval_s=1, what="Flower seeing task events")
-        outputs["flower"] = workers + tasks + (_get(f"{flower}/broker") or "")
+        outputs["flower"] = (workers + tasks + (_get(f"{flower}/broker", auth) or "")
+                             + (_get(f"{flower}/metrics", auth) or ""))
         outputs["repr(settings)"] = repr(s) + str(s) + s.model_dump_json()
         outputs["sentry"] = collector.all_bytes().decode("utf-8", "replace")
     finally:
@@ -130,9 +134,13 @@ def _envelope_bodies(raw: str) -> list[str]:
     return out
 
 
-def _get(url: str) -> str | None:
+def _get(url: str, auth: tuple[str, str] | None = None) -> str | None:
+    req = urllib.request.Request(url)
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.read().decode()
     except OSError:
         return None

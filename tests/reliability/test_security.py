@@ -178,8 +178,8 @@ def test_worker_logs_carry_no_secret(secure_redis: SecureRedis,
 def test_process_with_wrong_password_exits_at_once_with_the_reason(
         secure_redis: SecureRedis, tmp_path: Path, args: list[str]) -> None:
     """Celery (and a reconnect loop) alone would retry a refused password forever;
-    ``mesh worker`` and ``mesh dispatcher`` check the credentials first and exit 1 with
-    the reason (and no secret)."""
+    ``mesh worker`` and ``mesh dispatcher`` check the credentials first and exit 3 with
+    the reason (and no secret). Every other process and command: test_fail_fast.py."""
     t = secure_redis.tenants[0]
     bad_secret = "wrong-" + t.password[::-1]
     s = secure_redis.settings(t, tmp_path, password=bad_secret)
@@ -189,6 +189,6 @@ def test_process_with_wrong_password_exits_at_once_with_the_reason(
     finally:
         w.stop()
     out = w.output()
-    assert w.popen.returncode == 1, out[-2000:]
+    assert w.popen.returncode == 3, out[-2000:]
     assert "Redis refused the credentials" in out
     assert bad_secret not in out and t.password not in out

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mesh.errors import PermanentError
+from mesh.extras import require
 from workers.churn import features as F
 
 FORMAT = "mesh-churn-logreg/1"
@@ -108,6 +109,7 @@ def fit(profiles: list[dict[str, Any]], labels: np.ndarray, *, seed: int = 0,
         info: dict[str, Any] | None = None) -> tuple[ChurnModel, Any]:
     """Train on profiles; returns the JSON-servable model and the scikit-learn pipeline
     it was exported from (tests compare the two)."""
+    require("sklearn", "churn")
     import sklearn
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

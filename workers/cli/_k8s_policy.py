@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from mesh.errors import ConfigError
 from mesh.settings import MeshSettings
 from workers.cli._k8s import Obj
+from workers.cli._k8s_exposure import check_exposure
 from workers.cli._k8s_objects import (
     args_of,
     containers,
@@ -376,6 +377,7 @@ CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {
     "pdbs": check_pdbs,
     "autoscaling": check_autoscaling,
     "ports": check_ports,
+    "exposure": check_exposure,
 }
 GPU_CHECKS: dict[str, Callable[[list[Obj]], list[str]]] = {"gpu": check_gpu}
 """Only for overlays with a GPU node pool (dev runs its GPU-queue worker on CPU)."""

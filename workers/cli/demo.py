@@ -38,7 +38,7 @@ def demo_cmd(customers: int, documents: int, requests_: int, timeout_s: int, wor
     from workers.demo import prepare, report, scenario
     from workers.demo.runner import Mesh, progress, quiet
 
-    mesh = Mesh.up(load_settings(), workdir)
+    mesh = Mesh.up(load_settings(check_redis=False), workdir)
     s = mesh.settings
     registry = load_workflows(s)
     client = make_client(s.redis)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from workers.cli._common import echo, emit_json, json_option, load_settings
 
 
 @click.command("dispatcher")
@@ -27,6 +27,7 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     entries left pending by a dead dispatcher are reclaimed after
     MESH_DISPATCHER_CLAIM_IDLE_MS. SIGTERM finishes the batch in hand, acks, exits 0.
     """
+    s = load_settings()  # Redis checked first: exit 3 with the reason, not retry forever
     from chains.loader import load_workflows
     from chains.starter import CeleryStarter
     from events.dispatcher import Dispatcher
@@ -35,10 +36,6 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     from workers.app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = load_settings()
-    from workers.cli.run_cmds import fail_fast_on_credentials
-
-    fail_fast_on_credentials(s)  # a refused password is final: exit 1, not retry forever
     registry = load_workflows(s)
     app = create_app(s)
     d = Dispatcher(make_client(s.redis), s, Keys(s.redis.key_prefix), registry,
@@ -68,7 +65,8 @@ def audit_cmd(as_json: bool, wait_s: float, streams_only: bool) -> None:
     and last finished step. Exits 1 when a stream or the ledger does not add up (an
     entry or a run was lost or counted twice), when a run is overdue (no progress past
     its re-drive deadline: neither finished nor legitimately in flight), or when
-    --wait-s was given and entries or runs are still in flight at the end.
+    --wait-s was given and entries or runs are still in flight at the end; 3 when Redis cannot be read
+    (unreachable, refused credentials, untrusted certificate), 2 for bad settings.
     """
     from events.audit import audit, audit_runs
     from mesh.redis_conn import make_client
@@ -132,9 +130,9 @@ def dlq_list(as_json: bool, type_name: str | None, limit: int) -> None:
     if not items:
         click.echo("the dead-letter stream is empty")
     for d in items:
-        click.echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
+        echo(f"{d.id}  {d.reason_code:<15} {d.type or '-':<24} {d.reason[:160]}")
         if d.error:
-            click.echo(f"{'':<17}error: {d.error[:200]}")
+            echo(f"{'':<17}error: {d.error[:200]}")
 
 
 @dlq_group.command("replay")
@@ -182,7 +180,7 @@ def events_schema(type_name: str | None, out: Path | None) -> None:
     from chains.loader import load_workflows
     from events.wire import schema
 
-    load_workflows(load_settings())  # a team's event types too (its modules)
+    load_workflows(load_settings(check_redis=False))  # a team's event types too (its modules)
     doc: dict[str, Any] = schema()
     if type_name is not None:
         events = {k: v for k, v in doc["events"].items() if k.split("@", 1)[0] == type_name}

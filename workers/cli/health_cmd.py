@@ -86,7 +86,7 @@ def health_cmd(component: str, live: bool, node_prefix: str | None, timeout_s: f
     """Probe for Kubernetes: exit 0 when healthy, 1 (with the reason on stderr) when not."""
     from mesh.redis_conn import check_connection
 
-    settings = load_settings()
+    settings = load_settings(check_redis=False)  # a probe answers 1 with the reason itself
     if live:
         ok, why = process_running()
         if not ok:
@@ -122,7 +122,7 @@ def health_cmd(component: str, live: bool, node_prefix: str | None, timeout_s: f
 def drain_cmd(queues: str, node_prefix: str, max_wait_s: float | None, poll_s: float) -> None:
     """preStop hook: stop consuming, wait until no task is active. Always exits 0 (a hook
     that fails only gets the pod killed sooner; SIGTERM's warm shutdown still follows)."""
-    settings = load_settings()
+    settings = load_settings(check_redis=False)  # a hook never fails the pod
     node = node_name(node_prefix)
     deadline = time.monotonic() + (max_wait_s if max_wait_s is not None
                                    else settings.celery.task_time_limit_s + 30)

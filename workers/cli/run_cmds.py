@@ -8,33 +8,18 @@ import socket
 import click
 
 from gpu_pool.routing import ALL_QUEUES
-from mesh.settings import MeshSettings
 from workers.cli._common import load_settings
 
 
 def _app():  # type: ignore[no-untyped-def]
+    # Checked first (exit 3 with the reason): Celery alone would retry refused
+    # credentials or an untrusted certificate forever.
+    settings = load_settings()
     from chains.loader import load_workflows
     from workers.app import create_app
 
-    settings = load_settings()
-    fail_fast_on_credentials(settings)
     load_workflows(settings)
     return create_app(settings)
-
-
-def fail_fast_on_credentials(settings: MeshSettings) -> None:
-    """Exit at once, with a clear message, when Redis refuses the credentials or the ACL
-    user lacks a permission: Celery would retry that forever. An unreachable Redis is
-    left to Celery's reconnect backoff (it may simply not be up yet)."""
-    from mesh.errors import BrokerUnavailable, ConfigError
-    from mesh.redis_conn import check_connection
-
-    try:
-        check_connection(settings.redis, "broker")
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    except BrokerUnavailable:
-        pass
 
 
 @click.command("worker")
@@ -72,7 +57,7 @@ def _enable_worker_metrics(pool: str) -> None:
     from monitoring import multiproc
 
     if pool == "prefork":
-        multiproc.enable(load_settings().monitoring.multiproc_dir)
+        multiproc.enable(load_settings(check_redis=False).monitoring.multiproc_dir)
 
 
 @click.command("beat")

@@ -12,7 +12,7 @@ from workers.cli._common import emit_json, json_option, load_settings
 @json_option
 def settings_cmd(as_json: bool) -> None:
     """List every MESH_* setting, its current value (secrets masked) and what it does."""
-    s = load_settings()
+    s = load_settings(check_redis=False)
     rows = []
     for group_name in type(s).model_fields:
         group = getattr(s, group_name)

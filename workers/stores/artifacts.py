@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from mesh.errors import ConfigError, NotFound
+from mesh.errors import NotFound
 from mesh.settings import ArtifactSettings
+from workers.stores.keys import check_key
 
 
 @runtime_checkable
@@ -38,15 +39,6 @@ class ArtifactStore(Protocol):
         ...
 
     def uri(self, key: str) -> str: ...
-
-
-def check_key(key: str) -> str:
-    """A safe relative key, or ConfigError: keys come from code, never from users, so a
-    bad one is a bug, not bad input."""
-    p = PurePosixPath(key)
-    if not key or p.is_absolute() or ".." in p.parts or key.endswith("/") or "\\" in key:
-        raise ConfigError(f"invalid artifact key {key!r}")
-    return str(p)
 
 
 class LocalArtifactStore:

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from mesh.errors import ConfigError, NotFound, ProviderError
+from mesh.extras import require
 from mesh.settings import ArtifactSettings
-from workers.stores.artifacts import check_key
+from workers.stores.keys import check_key
 
 _CONFIG_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "AllAccessDisabled", "InvalidBucketName", "403"}
@@ -73,6 +74,7 @@ class S3ArtifactStore:
 
     @classmethod
     def from_settings(cls, s: ArtifactSettings) -> S3ArtifactStore:
+        require("boto3", "s3")
         import boto3
         from botocore.config import Config
 

@@ -2,7 +2,9 @@
 
 ``generate`` is an API call: it waits on the LLM provider, so it runs on the ``io``
 queue with the API-call retry policy (exponential backoff with jitter; a 429's
-``Retry-After`` is honoured through ``RateLimited.delay_s``).
+``Retry-After`` is honoured through ``RateLimited.delay_s``). Under flow control
+(``flow.limits`` / ``flow.concurrency``) it may be told to wait: ``FlowTask`` then
+reschedules it without spending a retry (``workers.flowctl``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from gpu_pool.routing import Resource
 from workers.content import pipeline
+from workers.flowctl import FlowTask
 from workers.kinds import API_CALL, STANDARD, task
 
 
@@ -21,7 +24,7 @@ def prepare(rt: Any, meta: dict[str, Any], event_type: str, payload: dict[str, A
     return pipeline.prepare(rt.settings, event_type, payload, event_id)
 
 
-@task("mesh.content.generate", kind=API_CALL, resource=Resource.IO)
+@task("mesh.content.generate", kind=API_CALL, resource=Resource.IO, base=FlowTask)
 def generate(rt: Any, brief: dict[str, Any], meta: dict[str, Any],
              wire: dict[str, str] | None = None) -> dict[str, Any]:
     """Generate and check, retrying with feedback; dead-letters after the last attempt."""

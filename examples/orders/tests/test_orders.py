@@ -42,8 +42,16 @@ def test_steps_are_plain_functions() -> None:
     assert score_item({"prices": [250.0]}, 0) == 0.25
 
 
+def test_the_workflow_in_process_retries_and_joins(mesh_eager, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ORDERS_PRICING_URL", MESH_ENV["ORDERS_PRICING_URL"])
+    PricingAPI.calls = 0
+    result = mesh_eager.run(OrderPlaced(order_id="o-0", items=["pen", "notebook"]))
+    assert result["order-scoring"] == 0.8 and PricingAPI.calls == 3  # two 429s retried
+
+
 @pytest.mark.e2e
 def test_an_order_is_scored_after_429s_and_its_review_runs(mesh) -> None:  # type: ignore[no-untyped-def]
+    PricingAPI.calls = 0
     runs = mesh.publish_and_wait(OrderPlaced(order_id="o-1", items=["pen", "notebook"]))
     assert runs["order-scoring"].state == "succeeded", (runs, mesh.logs()[-3000:])
     assert runs["order-scoring"].result == 0.8  # "notebook": 8 x 100 / 1000
