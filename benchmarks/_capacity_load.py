@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from events.base import Envelope, Event
-from events.catalog import CustomerActivity, CustomerCreated, CustomerUpdated
-from events.publisher import Publisher
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.catalog import CustomerActivity, CustomerCreated, CustomerUpdated
+from worker_mesh.events.publisher import Publisher
 
 TICK_S = 0.05
 

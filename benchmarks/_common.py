@@ -26,14 +26,14 @@ from typing import Any
 
 import redis
 
-from events.base import Event
-from events.catalog import ContentRequested, ContentUpdated, CustomerActivity, CustomerUpdated
-from events.outcomes import totals
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from workers import procs
-from workers.procs import Proc
+from worker_mesh.events.base import Event
+from worker_mesh.events.catalog import ContentRequested, ContentUpdated, CustomerActivity, CustomerUpdated
+from worker_mesh.events.outcomes import totals
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers import procs
+from worker_mesh.workers.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,14 +73,14 @@ def probe_settings(server: EmbeddedRedis, **env: str) -> MeshSettings:
 def dispatcher_available() -> bool:
     """Whether ``mesh dispatcher`` exists yet (it is built in parallel with these)."""
     try:
-        from workers.cli import cli  # type: ignore[attr-defined]
+        from worker_mesh.workers.cli import cli  # type: ignore[attr-defined]
     except ImportError:
         cli = None
     if cli is not None and "dispatcher" in getattr(cli, "commands", {}):
         return True
     import importlib.util
 
-    return importlib.util.find_spec("events.dispatcher") is not None
+    return importlib.util.find_spec("worker_mesh.events.dispatcher") is not None
 
 
 def start_mesh(name: str, args: list[str], settings: MeshSettings, log_dir: Path,
@@ -93,7 +93,7 @@ def start_mesh(name: str, args: list[str], settings: MeshSettings, log_dir: Path
     log = log_dir / f"{name}-{int(time.time() * 1000)}.log"
     fh = open(log, "wb")  # noqa: SIM115 - closed by the child's lifetime
     popen = subprocess.Popen(
-        [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m", "workers.cli", *args],
+        [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m", "worker_mesh.workers.cli", *args],
         cwd=ROOT, env=procs.child_env(settings), stdout=fh, stderr=subprocess.STDOUT,
         start_new_session=True,
     )

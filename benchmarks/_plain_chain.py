@@ -17,10 +17,10 @@ from typing import Any
 
 from celery import Celery
 
-from mesh.settings import MeshSettings
-from workers.app import celery_config
-from workers.churn import scoring
-from workers.runtime import Runtime
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import celery_config
+from worker_mesh.workers.churn import scoring
+from worker_mesh.workers.runtime import Runtime
 
 PREFIX_SUFFIX = "plain:"
 

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import bench_settings, embedded_redis, emit, summary
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import CustomerUpdated, ModelRetrainRequested
-from workers.app import create_app
-from workers.churn import features as F
-from workers.churn import rescore, synth
-from workers.churn.scoring import services
-from workers.churn.training import train_and_maybe_promote
-from workers.procs import start, wait_for
-from workers.runtime import Runtime
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerUpdated, ModelRetrainRequested
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.churn import features as F
+from worker_mesh.workers.churn import rescore, synth
+from worker_mesh.workers.churn.scoring import services
+from worker_mesh.workers.churn.training import train_and_maybe_promote
+from worker_mesh.workers.procs import start, wait_for
+from worker_mesh.workers.runtime import Runtime
 
 
 def workflow_rate(rt: Runtime, starter: CeleryStarter, profiles: list[dict[str, Any]]) -> float:

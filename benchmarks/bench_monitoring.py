@@ -19,14 +19,14 @@ import time
 from typing import Any
 
 from benchmarks._common import bench_settings, embedded_redis, emit, goal
-from chains.registry import Workflow
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
+from worker_mesh.chains.registry import Workflow
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
 
 
 def _hooks(settings: Any, n: int, repeats: int) -> dict[str, Any]:
-    from monitoring import celery_hooks
-    from workers.app import create_app
+    from worker_mesh.monitoring import celery_hooks
+    from worker_mesh.workers.app import create_app
 
     app = create_app(settings)
     task = app.tasks["mesh.run.finished"]
@@ -62,7 +62,7 @@ def _hooks(settings: Any, n: int, repeats: int) -> dict[str, Any]:
 
 
 def _seed(settings: Any) -> list[Workflow]:
-    from monitoring.celery_hooks import running_key, workers_key
+    from worker_mesh.monitoring.celery_hooks import running_key, workers_key
 
     r = make_client(settings.redis)
     keys = Keys(settings.redis.key_prefix)
@@ -87,7 +87,7 @@ def _seed(settings: Any) -> list[Workflow]:
 def _scrape(settings: Any, repeats: int) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from monitoring.collector import MeshCollector
+    from worker_mesh.monitoring.collector import MeshCollector
 
     workflows = _seed(settings)
     client = make_client(settings.redis)

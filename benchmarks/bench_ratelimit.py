@@ -37,19 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.runstats import RunStats
-
 from benchmarks._common import bench_settings, embedded_redis, emit, goal, percentile
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import ContentRequested
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.flow.limited_llm import LimitedLlm
-from workers import procs
-from workers.app import create_app
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentRequested
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers import procs
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.runstats import RunStats
 
 
 @dataclass(frozen=True)

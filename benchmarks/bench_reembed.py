@@ -29,18 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import bench_settings, embedded_redis, emit, goal
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import ContentCreated, ContentUpdated
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
-from workers.app import create_app
-from workers.embedding import pipeline
-from workers.embedding.model import load_model
-from workers.embedding.vectors import VectorStore
-from workers.procs import start, wait_for
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentCreated, ContentUpdated
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.embedding import pipeline
+from worker_mesh.workers.embedding.model import load_model
+from worker_mesh.workers.embedding.vectors import VectorStore
+from worker_mesh.workers.procs import start, wait_for
 
 WORDS = ["customer", "churn", "risk", "score", "model", "embedding", "vector", "search",
          "content", "article", "generation", "pipeline", "worker", "queue", "redis", "stream",

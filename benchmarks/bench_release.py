@@ -16,11 +16,11 @@ import time
 from datetime import UTC, datetime
 
 from benchmarks._common import bench_settings, embedded_redis, emit
-from gpu_pool.deferral import CelerySender, Deferral
-from gpu_pool.queues import depths
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from workers.app import create_app
+from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
+from worker_mesh.gpu_pool.queues import depths
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.workers.app import create_app
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 OPEN = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)

@@ -50,18 +50,18 @@ from benchmarks._common import (
     percentile,
     summary,
 )
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import CustomerUpdated
-from events.publisher import Publisher
-from mesh.settings import MeshSettings
-from workers.app import create_app
-from workers.churn import synth
-from workers.churn.scoring import merge, score, services, store
-from workers.churn.training import train_and_maybe_promote
-from workers.procs import ROOT, Proc, child_env, start, wait_for
-from workers.runtime import Runtime
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerUpdated
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.churn import synth
+from worker_mesh.workers.churn.scoring import merge, score, services, store
+from worker_mesh.workers.churn.training import train_and_maybe_promote
+from worker_mesh.workers.procs import ROOT, Proc, child_env, start, wait_for
+from worker_mesh.workers.runtime import Runtime
 
 BOUNDED_S = 5.0
 """A backlog that never exceeds this many seconds of events over a phase's second half

@@ -15,11 +15,11 @@ import argparse
 from typing import Any
 
 from benchmarks._common import bench_settings, embedded_redis, emit, goal, rate, realistic_events, summary
-from events.base import Envelope
-from events.publisher import Publisher
-from events.wire import encode
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.events.wire import encode
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
 
 GOAL_MANY = 50_000.0
 GOAL_ONE = 8_000.0

@@ -41,10 +41,10 @@ from benchmarks._common import (
     wait_until,
 )
 from benchmarks.probe import TASK, WORKFLOW, BenchPing, started_key
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from workers.app import create_app
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.workers.app import create_app
 
 GOAL_P50_MS = 5.0
 GOAL_P99_MS = 25.0

@@ -33,9 +33,9 @@ from benchmarks._common import (
     wait_until,
 )
 from benchmarks.probe import BenchPing
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
 
 GOAL_GROWTH_MB = 20.0
 MB = 1024 * 1024

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import Field
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope, Event
-from events.catalog import CATALOG, Id
-from workers.kinds import STANDARD, task
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.catalog import CATALOG, Id
+from worker_mesh.workers.kinds import STANDARD, task
 
 PING_TYPE = "bench.ping"
 WORKFLOW = "bench-ping"

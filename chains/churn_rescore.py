@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from celery import chord
 from celery.exceptions import CPendingDeprecationWarning
 
-from chains.registry import REGISTRY, RunContext
-from events.base import Envelope
+from worker_mesh.chains.registry import REGISTRY, RunContext
+from worker_mesh.events.base import Envelope
 
 if TYPE_CHECKING:
     from celery.canvas import Signature
@@ -30,8 +30,8 @@ WORKFLOW = "churn-rescore"
 @REGISTRY.workflow(WORKFLOW, on=[], version=VERSION, sla_s=30 * 86400)
 def build(env: Envelope, ctx: RunContext) -> Signature:
     """Rescore all customers with the promoted churn model (chord over shards)."""
-    from workers.runtime import runtime_for
-    from workers.stores.profiles import ProfileStore
+    from worker_mesh.workers.runtime import runtime_for
+    from worker_mesh.workers.stores.profiles import ProfileStore
 
     rt = runtime_for(ctx.app)
     bounds = ProfileStore(rt.redis, rt.keys).shard_bounds(rt.settings.workflows.churn_shard_size)

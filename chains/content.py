@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from celery import chain
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope
-from events.wire import encode
-from mesh.flow.declare import Priority
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.wire import encode
+from worker_mesh.mesh.flow.declare import Priority
 
 if TYPE_CHECKING:
     from celery.canvas import Signature

@@ -18,10 +18,10 @@ import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
-import chains
-from chains.registry import REGISTRY, WorkflowRegistry
-from mesh.errors import ConfigError
-from mesh.settings import MeshSettings
+from worker_mesh import chains
+from worker_mesh.chains.registry import REGISTRY, WorkflowRegistry
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings import MeshSettings
 
 ENTRY_POINT_GROUP = "worker_mesh.workflows"
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery import chain
 
-from chains.registry import REGISTRY, Coalesce, On, RunContext
-from events.base import Envelope
+from worker_mesh.chains.registry import REGISTRY, Coalesce, On, RunContext
+from worker_mesh.events.base import Envelope
 
 if TYPE_CHECKING:
     from celery.canvas import Signature

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from events.base import Envelope
-from events.routing import Coalesce, Route
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.routing import Coalesce, Route
 
 if TYPE_CHECKING:
     from celery import Celery

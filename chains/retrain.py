@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope
-from events.catalog import ModelRetrainRequested
-from mesh.settings import MeshSettings
-from workers.schedule import SCHEDULE_BUILDERS
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ModelRetrainRequested
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.schedule import SCHEDULE_BUILDERS
 
 if TYPE_CHECKING:
     from celery.canvas import Signature
@@ -43,7 +43,7 @@ def crontab_of(expr: str) -> Any:
     """A Celery crontab from ``minute hour day month weekday``."""
     from celery.schedules import crontab
 
-    from mesh.errors import ConfigError
+    from worker_mesh.mesh.errors import ConfigError
 
     parts = expr.split()
     if len(parts) != 5:

@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from celery.canvas import Signature
 
-from chains.registry import RunContext, WorkflowRegistry
-from events.base import Envelope
-from events.routing import StartRequest
-from events.wire import encode
-from mesh.errors import BrokerUnavailable, PermanentError
-from mesh.keys import Keys
-from mesh.runs import FINISHED_TASK, RunLedger, RunRecord, StepInfo, split_task_id
-from monitoring import metrics
+from worker_mesh.chains.registry import RunContext, WorkflowRegistry
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.routing import StartRequest
+from worker_mesh.events.wire import encode
+from worker_mesh.mesh.errors import BrokerUnavailable, PermanentError
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import FINISHED_TASK, RunLedger, RunRecord, StepInfo, split_task_id
+from worker_mesh.monitoring import metrics
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -88,7 +88,7 @@ class CeleryStarter:
     @property
     def ledger(self) -> RunLedger:
         if self._ledger is None:
-            from mesh.redis_conn import make_client
+            from worker_mesh.mesh.redis_conn import make_client
 
             s = self.app.mesh_settings  # type: ignore[attr-defined]
             self._ledger = RunLedger(make_client(s.redis), Keys(s.redis.key_prefix), s.runs)
@@ -222,7 +222,7 @@ class CeleryStarter:
 
     def _is_bulk_gpu(self, canvas: Signature) -> bool:
         """Whether the run's first task (a chord's first header part) is bulk GPU work."""
-        from gpu_pool.routing import Resource, resource_of_task
+        from worker_mesh.gpu_pool.routing import Resource, resource_of_task
 
         first = next(_plain_tasks(canvas), None)
         return first is not None and resource_of_task(str(first.task)) is Resource.GPU_BULK
@@ -235,7 +235,7 @@ class CeleryStarter:
             return
         from datetime import UTC, datetime
 
-        from gpu_pool.deferral import Deferral
+        from worker_mesh.gpu_pool.deferral import Deferral
 
         if self._deferral is None:
             self._deferral = Deferral.for_app(self.app)

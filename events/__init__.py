@@ -2,7 +2,7 @@
 
 Public surface::
 
-    from events import publish, publish_many, CustomerUpdated
+    from worker_mesh.events import publish, publish_many, CustomerUpdated
     publish(CustomerUpdated(customer_id="42", plan="pro"))
 
 ``events`` knows nothing of Celery tasks: the dispatcher starts workflows through the
@@ -14,8 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from events.base import Envelope, Event
-from events.catalog import (
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.catalog import (
     CATALOG,
     ChurnHighRisk,
     ContentCreated,
@@ -28,7 +28,7 @@ from events.catalog import (
     EventCatalog,
     ModelRetrainRequested,
 )
-from events.publisher import Publishable, Publisher
+from worker_mesh.events.publisher import Publishable, Publisher
 
 __all__ = [
     "CATALOG",
@@ -65,9 +65,9 @@ def default_publisher() -> Publisher:
     global _default
     with _lock:
         if _default is None:
-            from mesh.keys import Keys
-            from mesh.redis_conn import make_client
-            from mesh.settings import MeshSettings
+            from worker_mesh.mesh.keys import Keys
+            from worker_mesh.mesh.redis_conn import make_client
+            from worker_mesh.mesh.settings import MeshSettings
 
             s = MeshSettings.load()
             _default = Publisher(make_client(s.redis), s.streams, Keys(s.redis.key_prefix))

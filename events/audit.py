@@ -19,10 +19,10 @@ from typing import Any
 
 import redis
 
-from events.outcomes import by_type, totals
-from mesh.keys import Keys
-from mesh.runs import OUTCOMES, RunLedger
-from mesh.settings import MeshSettings
+from worker_mesh.events.outcomes import by_type, totals
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import OUTCOMES, RunLedger
+from worker_mesh.mesh.settings import MeshSettings
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field
 
-from events import base as _base
-from events.base import Event
-from mesh.errors import InvalidEvent, UnknownEventType
+from worker_mesh.events import base as _base
+from worker_mesh.events.base import Event
+from worker_mesh.mesh.errors import InvalidEvent, UnknownEventType
 
 E = TypeVar("E", bound=type[Event])
 

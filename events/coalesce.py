@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import redis
 
-from mesh.keys import Keys
+from worker_mesh.mesh.keys import Keys
 
 _HOLD = """
 local cur = redis.call('HGET', KEYS[1], 'entry')

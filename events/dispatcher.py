@@ -26,20 +26,20 @@ from typing import Any, cast
 
 import redis
 
-from events import outcomes as oc
-from events.base import Envelope
-from events.catalog import CATALOG, EventCatalog
-from events.coalesce import CoalesceStore
-from events.dlq import DeadLetters
-from events.firing import SlotFirer, entry_ms
-from events.routing import Route, Router, RunResender, StartRequest, WorkflowStarter
-from events.wire import REPEATED, decode, original_fields
-from mesh.errors import InvalidEvent, PayloadTooLarge, TransientError, UnknownEventType
-from mesh.keys import Keys
-from mesh.outage import OutageLog
-from mesh.runs import Overdue, RunLedger, redrive_overdue
-from mesh.settings import MeshSettings
-from monitoring import metrics
+from worker_mesh.events import outcomes as oc
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CATALOG, EventCatalog
+from worker_mesh.events.coalesce import CoalesceStore
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.firing import SlotFirer, entry_ms
+from worker_mesh.events.routing import Route, Router, RunResender, StartRequest, WorkflowStarter
+from worker_mesh.events.wire import REPEATED, decode, original_fields
+from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge, TransientError, UnknownEventType
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.outage import OutageLog
+from worker_mesh.mesh.runs import Overdue, RunLedger, redrive_overdue
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import metrics
 
 log = logging.getLogger("mesh.dispatcher")
 
@@ -526,6 +526,6 @@ def _entries_keeping_repeats(command: str) -> Callable[..., Any]:
 
 
 def _describe(exc: BaseException) -> str:
-    from mesh.redis_conn import describe_error
+    from worker_mesh.mesh.redis_conn import describe_error
 
     return describe_error(exc) if isinstance(exc, redis.RedisError) else str(exc)

@@ -47,10 +47,10 @@ from typing import Any, cast
 
 import redis
 
-from mesh import redact
-from mesh.keys import Keys, partition_of
-from mesh.redis_conn import translate_errors
-from mesh.settings import StreamSettings
+from worker_mesh.mesh import redact
+from worker_mesh.mesh.keys import Keys, partition_of
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings import StreamSettings
 
 MAX_REASON_CHARS = 2000
 MAX_ERROR_CHARS = 4000
@@ -169,7 +169,7 @@ class DeadLetters:
         with translate_errors("dead-letter"):
             new_id: Any = self._r.xadd(self._keys.dlq, data,  # type: ignore[arg-type]
                                   maxlen=self._streams.dlq_maxlen_approx, approximate=True)
-        from monitoring import metrics
+        from worker_mesh.monitoring import metrics
 
         metrics.dead_lettered(reason_code, event_type=str(fields.get("type", "unknown")))
         return _s(new_id)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import redis
 
-from events.catalog import EventCatalog
-from events.coalesce import CoalesceStore, DueSlot
-from events.dlq import DeadLetters
-from events.routing import StartRequest, WorkflowStarter
-from events.wire import decode
-from mesh.errors import MeshError
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from monitoring import metrics
+from worker_mesh.events.catalog import EventCatalog
+from worker_mesh.events.coalesce import CoalesceStore, DueSlot
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.routing import StartRequest, WorkflowStarter
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.errors import MeshError
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import metrics
 
 
 def entry_ms(entry_id: str) -> int:

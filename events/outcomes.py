@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import redis
 
-from monitoring import metrics
+from worker_mesh.monitoring import metrics
 
 STARTED = "started"
 """At least one workflow run was handed to Celery (or had been, before a crash)."""

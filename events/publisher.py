@@ -32,11 +32,11 @@ from typing import Any, Literal
 
 import redis
 
-from events.base import Envelope, Event
-from mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent, PayloadTooLarge
-from mesh.keys import Keys, partition_of
-from mesh.redis_conn import translate_errors
-from mesh.settings import StreamSettings
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent, PayloadTooLarge
+from worker_mesh.mesh.keys import Keys, partition_of
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings import StreamSettings
 
 Publishable = Event | Envelope
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from events.base import Envelope
+from worker_mesh.events.base import Envelope
 
 
 @dataclass(frozen=True)

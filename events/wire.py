@@ -39,9 +39,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from events.base import Envelope
-from events.catalog import CATALOG, EventCatalog
-from mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CATALOG, EventCatalog
+from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
 
 FIELDS = ("id", "type", "v", "key", "idem", "ts", "producer", "payload", "replay", "route")
 REQUIRED = ("id", "type", "v", "ts", "payload")

@@ -31,6 +31,6 @@ project pins 5.7.0. This design keeps stock Celery semantics per item.
 
 from __future__ import annotations
 
-from mesh.batching import BatchReport, MicroBatcher
+from worker_mesh.mesh.batching import BatchReport, MicroBatcher
 
 __all__ = ["BatchReport", "MicroBatcher"]

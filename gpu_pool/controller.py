@@ -31,15 +31,15 @@ from typing import Any
 
 import redis
 
-from gpu_pool.offpeak import Windows
-from gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
-from gpu_pool.queues import depths
-from mesh.errors import ConfigError, NotFound, TransientError
-from mesh.extras import require
-from mesh.keys import Keys
-from mesh.outage import OutageLog
-from mesh.redis_conn import translate_errors
-from mesh.settings import GpuSettings
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
+from worker_mesh.gpu_pool.queues import depths
+from worker_mesh.mesh.errors import ConfigError, NotFound, TransientError
+from worker_mesh.mesh.extras import require
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.outage import OutageLog
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings import GpuSettings
 
 log = logging.getLogger(__name__)
 

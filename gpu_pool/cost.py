@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
 
 
 def record(client: redis.Redis, keys: Keys, task_type: str, seconds: float, *,

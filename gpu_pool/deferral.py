@@ -34,11 +34,11 @@ from typing import Any, Protocol
 
 import redis
 
-from gpu_pool.offpeak import Windows
-from gpu_pool.routing import Resource, queue_for, resource_of_task
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
-from mesh.settings import GpuSettings
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.routing import Resource, queue_for, resource_of_task
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings import GpuSettings
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Deferral:
     @classmethod
     def for_app(cls, app: Any, client: redis.Redis | None = None) -> Deferral:
         """The deferral of a mesh Celery app (``create_app``), sending through it."""
-        from mesh.redis_conn import make_client
+        from worker_mesh.mesh.redis_conn import make_client
 
         settings = app.mesh_settings
         return cls(client or make_client(settings.redis), Keys(settings.redis.key_prefix),
@@ -272,8 +272,8 @@ def run_releaser(deferral: Deferral, *, clock: Clock = utcnow,
     A broker error is logged and retried next tick: the releaser never crash-loops on a
     Redis blip, and the held set stays put until a tick succeeds.
     """
-    from mesh.errors import TransientError
-    from mesh.outage import OutageLog
+    from worker_mesh.mesh.errors import TransientError
+    from worker_mesh.mesh.outage import OutageLog
 
     outage = OutageLog(log, "releaser: Redis")
     interval = interval_s if interval_s is not None else deferral.gpu.release_interval_s

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import redis
 
-from gpu_pool.routing import GPU_QUEUES
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
+from worker_mesh.gpu_pool.routing import GPU_QUEUES
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
 
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)

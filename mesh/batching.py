@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from mesh.errors import PermanentError
+from worker_mesh.mesh.errors import PermanentError
 
 __all__ = ["BatchReport", "MicroBatcher"]
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import redis
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
 EXTRAS = {
     "churn": "the churn prediction pack (scikit-learn)",

@@ -58,7 +58,7 @@ def _reason(reason: BaseException | str) -> str:
     import redis
 
     if isinstance(reason, redis.RedisError):
-        from mesh.redis_conn import describe_error
+        from worker_mesh.mesh.redis_conn import describe_error
 
         return describe_error(reason)
     return str(reason) or type(reason).__name__

@@ -17,9 +17,9 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
-from mesh.acl import acl_rule, producer_acl_rule
-from mesh.errors import AccessDenied, BrokerUnavailable, ConfigError
-from mesh.settings import RedisSettings
+from worker_mesh.mesh.acl import acl_rule, producer_acl_rule
+from worker_mesh.mesh.errors import AccessDenied, BrokerUnavailable, ConfigError
+from worker_mesh.mesh.settings import RedisSettings
 
 __all__ = ["acl_rule", "producer_acl_rule"]  # re-exported: they used to live here
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import redis
 
-from mesh.keys import Keys
-from mesh.settings.runs import RunSettings
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings.runs import RunSettings
 
 __all__ = ["FINISHED_TASK", "Begin", "Overdue", "RunLedger", "RunRecord", "StepInfo", "WorkflowStats",
            "redrive_overdue", "split_task_id"]

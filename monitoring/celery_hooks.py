@@ -27,8 +27,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from mesh.errors import PermanentError, Throttled, TransientError
-from monitoring import metrics, multiproc, sentry
+from worker_mesh.mesh.errors import PermanentError, Throttled, TransientError
+from worker_mesh.monitoring import metrics, multiproc, sentry
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _ours(task_or_app: Any) -> Celery | None:
 
 
 def _runtime(app: Celery) -> Any:
-    from workers.runtime import runtime_for
+    from worker_mesh.workers.runtime import runtime_for
 
     return runtime_for(app)
 

@@ -50,10 +50,10 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
-from mesh.outage import OutageLog
-from monitoring.flow_collector import flow_families
-from monitoring.snapshot import Snapshot, take
+from worker_mesh.gpu_pool.routing import ALL_QUEUES, GPU_QUEUES
+from worker_mesh.mesh.outage import OutageLog
+from worker_mesh.monitoring.flow_collector import flow_families
+from worker_mesh.monitoring.snapshot import Snapshot, take
 
 log = logging.getLogger(__name__)
 

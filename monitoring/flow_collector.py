@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 def flow_families(client: Any, settings: Any) -> Iterator[Any]:
     if not settings.flow.limits and not settings.flow.concurrency:
         return
-    from mesh.flow.status import snapshot
-    from mesh.keys import Keys
+    from worker_mesh.mesh.flow.status import snapshot
+    from worker_mesh.mesh.keys import Keys
 
     try:
         snap = snapshot(client, Keys(settings.redis.key_prefix), settings.flow)

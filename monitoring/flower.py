@@ -19,9 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mesh.errors import ConfigError
-from mesh.extras import require
-from mesh.settings import MonitoringSettings
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.extras import require
+from worker_mesh.mesh.settings import MonitoringSettings
 
 SECRET_OPTIONS = ("basic_auth", "basic-auth", "oauth2_secret", "oauth2-secret",
                   "cookie_secret", "cookie-secret")

@@ -139,7 +139,7 @@ def bounded(value: object, allowed: frozenset[str] | set[str] | None = None) -> 
 
 def _event_type(event_type: str) -> str:
     try:
-        from events.catalog import CATALOG
+        from worker_mesh.events.catalog import CATALOG
 
         return bounded(event_type, set(CATALOG.names()))
     except Exception:  # pragma: no cover - catalog import problems
@@ -175,7 +175,7 @@ def dead_lettered(reason: str, n: int = 1, event_type: str = "unknown") -> None:
     """``reason`` is a short category (``invalid``, ``poison``, ``too_large``...)."""
     et = event_type if event_type == "unknown" else _event_type(event_type)
     EVENTS_DEAD_LETTERED.labels(bounded(reason), et).inc(n)
-    from monitoring import sentry
+    from worker_mesh.monitoring import sentry
 
     sentry.dead_lettered(bounded(reason), et, n)
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from mesh.extras import require
+from worker_mesh.mesh.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def sensitive_payload_fields() -> set[str]:
     """Names of event-payload fields marked sensitive in the catalog."""
     out: set[str] = set()
     try:
-        from events.catalog import CATALOG
+        from worker_mesh.events.catalog import CATALOG
 
         for cls in CATALOG.types():
             for name, f in cls.model_fields.items():
@@ -74,7 +74,7 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
     """Scrub personal data; mask secrets (``mesh.redact``: known secrets, credentials in
     URLs, auth headers, bearer tokens, in every string of the event); tag model
     versions; mark critical tasks fatal."""
-    from mesh import redact
+    from worker_mesh.mesh import redact
 
     fields = _state["fields"]
     for part in ("extra", "contexts", "request", "breadcrumbs", "user"):
@@ -84,7 +84,7 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
         for frame in (exc.get("stacktrace") or {}).get("frames", []):
             frame.pop("vars", None)
     tags = event.setdefault("tags", {})
-    from monitoring import metrics
+    from worker_mesh.monitoring import metrics
 
     versions = dict(metrics._model_versions)
     if versions and "model_version" not in tags:
@@ -96,7 +96,7 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
 
 def _masked(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     """Performance events (when traces are sampled) pass the redaction point too."""
-    from mesh import redact
+    from worker_mesh.mesh import redact
 
     return redact.value(event)  # type: ignore[no-any-return]
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import redis
 
-from gpu_pool.routing import ALL_QUEUES
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from monitoring.celery_hooks import running_key, workers_key
-from monitoring.metrics import results_key
+from worker_mesh.gpu_pool.routing import ALL_QUEUES
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring.celery_hooks import running_key, workers_key
+from worker_mesh.monitoring.metrics import results_key
 
 UNACKED_PARSE_MAX = 10_000
 """Reserved tasks are counted per queue from at most this many unacked messages."""
@@ -289,7 +289,7 @@ def _results(client: redis.Redis, keys: Keys, snap: Snapshot, kinds: dict[str, i
 def _gpu(client: redis.Redis, settings: MeshSettings, keys: Keys, snap: Snapshot) -> None:
     """Off-peak windows and held bulk items, through gpu_pool when it provides them."""
     try:
-        from gpu_pool.offpeak import Windows
+        from worker_mesh.gpu_pool.offpeak import Windows
 
         windows = Windows.parse(settings.gpu.offpeak_windows)
         now = datetime.fromtimestamp(snap.taken_at, UTC)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from mesh.embedded import EmbeddedRedis
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.settings import MeshSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -46,7 +46,7 @@ def settings(redis_server: EmbeddedRedis, tmp_path: Path) -> MeshSettings:
 
 @pytest.fixture
 def r(settings: MeshSettings) -> Iterator[redis.Redis]:
-    from mesh.redis_conn import make_client
+    from worker_mesh.mesh.redis_conn import make_client
 
     client = make_client(settings.redis)
     yield client

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gpu_pool.routing import ALL_QUEUES
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
-from workers.app import create_app
+from worker_mesh.gpu_pool.routing import ALL_QUEUES
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 def _settings(url: str = "redis://127.0.0.1:1/0") -> MeshSettings:

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from workers.cli import cli
+from worker_mesh.workers.cli import cli
 
 
 def test_workflows_lists_triggers_and_cross_workflow_links() -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.base import Envelope
-from events.catalog import CustomerActivity, CustomerUpdated
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env, start, wait_for
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity, CustomerUpdated
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -41,7 +41,7 @@ class Mesh:
         return [x for x in self.runs() if x["event"]["key"] == key]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                               env=child_env(self.settings), capture_output=True, text=True,
                               timeout=120)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from chains.registry import RUN_NAMESPACE
-from events.audit import audit
-from events.catalog import CustomerActivity
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
 from tests.support.procs import start, wait_for
 from tests.test_dispatcher_e2e import Mesh, probe_settings
+from worker_mesh.chains.registry import RUN_NAMESPACE
+from worker_mesh.events.audit import audit
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.fault]
 
@@ -83,8 +83,8 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(redis_server: Embedde
 def test_dispatcher_without_redis_at_start_exits_3_and_says_why(tmp_path: Path) -> None:
     """No Redis at start: after ``redis.startup_timeout_s`` the dispatcher exits 3 with
     one line saying why (issue 18: fail fast; Kubernetes restarts it with backoff)."""
-    from mesh.embedded import free_port
-    from mesh.settings import MeshSettings
+    from worker_mesh.mesh.embedded import free_port
+    from worker_mesh.mesh.settings import MeshSettings
 
     s = MeshSettings.load({"MESH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
                            "MESH_REDIS_SOCKET_CONNECT_TIMEOUT_S": "0.2",

@@ -9,17 +9,17 @@ from collections.abc import Sequence
 import pytest
 import redis
 
-from chains.registry import Coalesce, On, Workflow, WorkflowRegistry
-from events.audit import audit
-from events.base import Envelope
-from events.catalog import ContentDeleted, CustomerActivity, CustomerUpdated
-from events.dispatcher import Dispatcher, Entry
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from events.routing import StartRequest
-from mesh.errors import BrokerUnavailable
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
+from worker_mesh.chains.registry import Coalesce, On, Workflow, WorkflowRegistry
+from worker_mesh.events.audit import audit
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentDeleted, CustomerActivity, CustomerUpdated
+from worker_mesh.events.dispatcher import Dispatcher, Entry
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.events.routing import StartRequest
+from worker_mesh.mesh.errors import BrokerUnavailable
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 

@@ -10,16 +10,16 @@ import pytest
 import redis
 from celery import chain, chord, group
 
-from chains.registry import On, RunContext, Workflow, WorkflowRegistry
-from chains.starter import FAILED_TASK, FINISHED_TASK, CeleryStarter
-from events.base import Envelope
-from events.catalog import CustomerActivity
-from events.routing import StartRequest
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.registry import On, RunContext, Workflow, WorkflowRegistry
+from worker_mesh.chains.starter import FAILED_TASK, FINISHED_TASK, CeleryStarter
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.routing import StartRequest
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 PROBES = '["tests.support.probe_tasks"]'
 APP = create_app(MeshSettings.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0",

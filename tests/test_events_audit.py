@@ -9,18 +9,18 @@ import sys
 import pytest
 import redis
 
-from events.audit import audit
-from events.catalog import CustomerActivity
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env
+from worker_mesh.events.audit import audit
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
 
 def _audit_cli(settings: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", "audit", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "audit", *args], cwd=ROOT,
                           env=child_env(settings), capture_output=True, text=True, timeout=120)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.dlq import DeadLetters
-from mesh.keys import Keys, partition_of
-from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.mesh.keys import Keys, partition_of
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def _fields(cid: str, type_name: str = "customer.activity") -> dict[str, str]:
 
 
 def _cli(settings: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                           env=child_env(settings), capture_output=True, text=True, timeout=120)
 
 

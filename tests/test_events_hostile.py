@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import redis
 
-from events.dispatcher import Dispatcher
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.test_dispatcher_inprocess import RecordingStarter, _registry
+from worker_mesh.events.dispatcher import Dispatcher
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def test_a_producer_cannot_set_route_or_replay(setup, r: redis.Redis,  # type: i
 
 def test_a_published_event_with_an_ordinary_number_still_runs(setup, r: redis.Redis,  # type: ignore[no-untyped-def]
                                                               settings: MeshSettings) -> None:
-    from events.catalog import CustomerUpdated
+    from worker_mesh.events.catalog import CustomerUpdated
 
     d, _starter, keys = setup
     Publisher(r, settings.streams, keys).publish(CustomerUpdated(customer_id="42", mrr=12.5, seats=3))

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from events.base import Envelope
-from events.catalog import CustomerUpdated
-from events.wire import FIELDS, decode, encode, original_fields, schema
-from mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerUpdated
+from worker_mesh.events.wire import FIELDS, decode, encode, original_fields, schema
+from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge, UnknownEventType
 
 LIMIT = 4096
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.extras import MissingExtra, require
+from worker_mesh.mesh.extras import MissingExtra, require
 
 
 def test_a_missing_library_names_its_extra() -> None:

@@ -14,16 +14,16 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-import events
-from events.base import Envelope
-from events.catalog import ContentUpdated, CustomerActivity, CustomerUpdated
-from events.publisher import Publisher, new_ids
-from events.wire import decode, encode
-from mesh.embedded import free_port
-from mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent, PayloadTooLarge
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
+from worker_mesh import events
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentUpdated, CustomerActivity, CustomerUpdated
+from worker_mesh.events.publisher import Publisher, new_ids
+from worker_mesh.events.wire import decode, encode
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError, InvalidEvent, PayloadTooLarge
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 

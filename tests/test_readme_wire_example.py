@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from events.catalog import CustomerUpdated
-from events.wire import decode
-from mesh.embedded import EmbeddedRedis
+from worker_mesh.events.catalog import CustomerUpdated
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.embedded import EmbeddedRedis
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -12,12 +12,12 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from events.dlq import DeadLetters
-from mesh import redact
-from mesh.keys import Keys
-from mesh.outage import OutageLog
-from mesh.settings import MeshSettings, StreamSettings
-from monitoring import sentry
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.mesh import redact
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.outage import OutageLog
+from worker_mesh.mesh.settings import MeshSettings, StreamSettings
+from worker_mesh.monitoring import sentry
 
 SECRET = "s3cr+t/pw=unit-7f3a9"
 

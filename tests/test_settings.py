@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.errors import ConfigError
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings import MeshSettings
 
 
 def test_env_names_map_to_groups() -> None:

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from chains.registry import WorkflowRegistry
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import ModelRetrainRequested
-from gpu_pool.deferral import Deferral
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from workers.app import create_app
+from worker_mesh.chains.registry import WorkflowRegistry
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ModelRetrainRequested
+from worker_mesh.gpu_pool.deferral import Deferral
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 def _window(offset_h: int) -> str:

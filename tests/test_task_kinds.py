@@ -11,10 +11,10 @@ import pytest
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from mesh.settings import MeshSettings
 from tests.support.procs import Proc, start
-from workers.app import create_app
-from workers.kinds import API_CALL, CRITICAL, INFERENCE, TRAINING
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.kinds import API_CALL, CRITICAL, INFERENCE, TRAINING
 
 
 def test_retry_after_hint_wins_but_is_capped() -> None:
@@ -82,7 +82,7 @@ def test_critical_task_is_never_retried(retry_mesh: tuple[MeshSettings, Proc], r
 
 
 def test_time_limits_follow_the_kind_and_an_explicit_option_wins() -> None:
-    from mesh.settings import MeshSettings as _S
+    from worker_mesh.mesh.settings import MeshSettings as _S
 
     s = _S.load({"MESH_REDIS_URL": "redis://127.0.0.1:1/0"})
     app = create_app(s)

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from celery import chain, chord, group
 
-from chains.registry import REGISTRY as _REGISTRY
-from chains.registry import Coalesce, On, RunContext
-from events import configure, publish, publish_many
-from events.base import Envelope, Event
-from gpu_pool.routing import Resource
-from mesh.errors import (
+from worker_mesh.chains.registry import REGISTRY as _REGISTRY
+from worker_mesh.chains.registry import Coalesce, On, RunContext
+from worker_mesh.events import configure, publish, publish_many
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import (
     ConfigError,
     MeshError,
     NotFound,
@@ -44,9 +44,9 @@ from mesh.errors import (
     RateLimited,
     TransientError,
 )
-from mesh.flow.declare import Concurrency, Flow, Limit, Priority
-from workers.kinds import API_CALL, CRITICAL, INFERENCE, STANDARD, TRAINING, TaskKind
-from workers.steps import Step, StepContext, current_step, step
+from worker_mesh.mesh.flow.declare import Concurrency, Flow, Limit, Priority
+from worker_mesh.workers.kinds import API_CALL, CRITICAL, INFERENCE, STANDARD, TRAINING, TaskKind
+from worker_mesh.workers.steps import Step, StepContext, current_step, step
 
 __version__ = "0.2.0"
 

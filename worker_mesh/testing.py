@@ -34,16 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chains.loader import load_workflows
-from events.audit import audit, audit_runs
-from events.base import Envelope, Event
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from workers.procs import Proc, start
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.events.audit import audit, audit_runs
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.procs import Proc, start
 
 __all__ = ["EagerMesh", "Harness", "RunResult", "mesh", "mesh_eager", "mesh_redis"]
 
@@ -183,8 +183,8 @@ class EagerMesh:
                              server=server)
 
     def __enter__(self) -> EagerMesh:
-        from chains.starter import CeleryStarter
-        from workers.app import create_app
+        from worker_mesh.chains.starter import CeleryStarter
+        from worker_mesh.workers.app import create_app
 
         h = self.inner
         if h._own_server:
@@ -208,7 +208,7 @@ class EagerMesh:
     def run(self, event: Event | Envelope) -> dict[str, Any]:
         """Run every workflow ``event`` starts (coalesced ones too, at once); returns
         each one's last result by workflow name. A step that fails for good raises."""
-        from events.routing import StartRequest
+        from worker_mesh.events.routing import StartRequest
 
         h = self.inner
         env = event if isinstance(event, Envelope) else Envelope.wrap(event, producer="test")

@@ -14,10 +14,10 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from gpu_pool.routing import ALL_QUEUES
-from mesh.keys import Keys
-from mesh.redis_conn import celery_ssl_options, patch_kombu_half_closed_channel, redis_url
-from mesh.settings import MeshSettings
+from worker_mesh.gpu_pool.routing import ALL_QUEUES
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import celery_ssl_options, patch_kombu_half_closed_channel, redis_url
+from worker_mesh.mesh.settings import MeshSettings
 
 
 def celery_config(settings: MeshSettings) -> dict[str, Any]:
@@ -93,10 +93,10 @@ def celery_config(settings: MeshSettings) -> dict[str, Any]:
 def create_app(settings: MeshSettings) -> Celery:
     """A new Celery app for these settings, with every declared task bound to it
     (``workers/tasks/*`` and ``celery.extra_modules``). No global ``current_app``."""
-    from chains.loader import import_extra_modules
-    from workers.fusion import install as install_fusion
-    from workers.kinds import register_tasks
-    from workers.tasks import import_all
+    from worker_mesh.chains.loader import import_extra_modules
+    from worker_mesh.workers.fusion import install as install_fusion
+    from worker_mesh.workers.kinds import register_tasks
+    from worker_mesh.workers.tasks import import_all
 
     import_all()
     import_extra_modules(settings)
@@ -107,7 +107,7 @@ def create_app(settings: MeshSettings) -> Celery:
     app.mesh_settings = settings  # type: ignore[attr-defined]
     register_tasks(app)
     install_fusion()  # chain steps on the same queue run in one task (throughput.fuse_chains)
-    __import__("monitoring.celery_hooks").celery_hooks.install(app)  # metrics, heartbeats, Sentry
+    __import__("worker_mesh.monitoring.celery_hooks").celery_hooks.install(app)  # metrics, heartbeats, Sentry
     return app
 
 
@@ -124,7 +124,7 @@ def leave_unknown_tasks_to_the_redriver() -> None:
 
     from celery.worker.consumer import consumer as cmod
 
-    from mesh.runs import split_task_id
+    from worker_mesh.mesh.runs import split_task_id
 
     if getattr(cmod.Consumer.on_unknown_task, "_mesh", False):
         return
@@ -141,7 +141,7 @@ def leave_unknown_tasks_to_the_redriver() -> None:
         if ids is None:
             return
         try:
-            from workers.runtime import runtime_for
+            from worker_mesh.workers.runtime import runtime_for
 
             runtime_for(self.app).ledger.note(
                 ids[0], unregistered=f"task {name} not registered on worker {self.hostname}")

@@ -31,10 +31,10 @@ from typing import Any
 
 from celery import signals
 
-from gpu_pool.routing import Resource
-from mesh.batching import BatchReport, MicroBatcher
-from monitoring import metrics
-from workers.kinds import STANDARD, TaskKind, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.batching import BatchReport, MicroBatcher
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.kinds import STANDARD, TaskKind, task
 
 __all__ = ["BATCHED", "BatchPolicy", "Call", "batched_task", "batcher", "pool_callers"]
 

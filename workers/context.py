@@ -11,10 +11,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chains.registry import HEADER_PREFIX, RUN_HEADERS
+from worker_mesh.chains.registry import HEADER_PREFIX, RUN_HEADERS
 
 if TYPE_CHECKING:
-    from events.base import Event
+    from worker_mesh.events.base import Event
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class StepContext:
         import json
         import time
 
-        from monitoring import metrics
+        from worker_mesh.monitoring import metrics
 
         rt = self.runtime
         fields = {"value": json.dumps(value, separators=(",", ":"), default=str),
@@ -68,7 +68,7 @@ class StepContext:
         """Publish a follow-up event (a cross-workflow trigger). Its event id derives
         from the run and the step (and ``name``, to publish several), so a re-run step
         publishes the same id and the dispatcher deduplicates it."""
-        from events.base import Envelope
+        from worker_mesh.events.base import Envelope
 
         event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.run_id}:{self.step}:{name}").hex
         env = Envelope.wrap(event, event_id=event_id, producer=f"workflow:{self.workflow}")

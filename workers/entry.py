@@ -10,9 +10,9 @@ from celery import Celery
 
 
 def build_app() -> Celery:
-    from chains.loader import load_workflows
-    from mesh.settings import MeshSettings
-    from workers.app import create_app
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.mesh.settings import MeshSettings
+    from worker_mesh.workers.app import create_app
 
     settings = MeshSettings.load()
     load_workflows(settings)

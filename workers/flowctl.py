@@ -22,9 +22,9 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from mesh.errors import Throttled
-from mesh.flow import FlowControl, Priority
-from monitoring import metrics
+from worker_mesh.mesh.errors import Throttled
+from worker_mesh.mesh.flow import FlowControl, Priority
+from worker_mesh.monitoring import metrics
 
 log = logging.getLogger(__name__)
 

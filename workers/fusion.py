@@ -40,7 +40,7 @@ from celery import signature
 from celery.exceptions import Ignore
 from celery.states import SUCCESS
 
-from monitoring import metrics
+from worker_mesh.monitoring import metrics
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -181,8 +181,8 @@ def _store(task: Task, task_id: str, value: Any) -> None:
 
 
 def _first_delay(task: Task, exc: BaseException) -> float:
-    from mesh.errors import PermanentError, TransientError
-    from workers.kinds import KINDS
+    from worker_mesh.mesh.errors import PermanentError, TransientError
+    from worker_mesh.workers.kinds import KINDS
 
     if isinstance(exc, PermanentError):
         return 0.0
@@ -194,7 +194,7 @@ def _first_delay(task: Task, exc: BaseException) -> float:
 
 def install() -> None:
     """Register the fusion hook with the task wrapper (idempotent)."""
-    from workers.kinds import AFTER_SUCCESS
+    from worker_mesh.workers.kinds import AFTER_SUCCESS
 
     if fuse_next not in AFTER_SUCCESS:
         AFTER_SUCCESS.append(fuse_next)

@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
 
-from gpu_pool.routing import Resource, declare_task, queue_for
-from mesh.errors import PermanentError, Throttled, TransientError
-from mesh.flow.declare import Flow
-from mesh.runs import STARTED, Begin, split_task_id
-from workers.context import StepContext, enter, from_headers, leave
-from workers.flowctl import flow_control, reschedule
+from worker_mesh.gpu_pool.routing import Resource, declare_task, queue_for
+from worker_mesh.mesh.errors import PermanentError, Throttled, TransientError
+from worker_mesh.mesh.flow.declare import Flow
+from worker_mesh.mesh.runs import STARTED, Begin, split_task_id
+from worker_mesh.workers.context import StepContext, enter, from_headers, leave
+from worker_mesh.workers.flowctl import flow_control, reschedule
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -152,7 +152,7 @@ def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.
 
 def register_tasks(app: Celery, specs: dict[str, TaskSpec] | None = None) -> None:
     """Bind every declared task to ``app``, with its queue and retry policy."""
-    from workers.runtime import runtime_for
+    from worker_mesh.workers.runtime import runtime_for
 
     for spec in (specs or SPECS).values():
         _bind(app, spec, runtime_for)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.settings import MeshSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def start(name: str, args: Sequence[str], settings: MeshSettings, log_dir: Path,
     log = log_dir / f"{name}-{int(time.time() * 1000)}.log"
     fh = open(log, "wb")  # noqa: SIM115 - closed by the child's lifetime
     popen = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "worker_mesh.workers.cli", *args],
         cwd=ROOT, env=child_env(settings, extra_env), stdout=fh, stderr=subprocess.STDOUT,
         start_new_session=True,
     )

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from events.publisher import Publisher
+    from worker_mesh.events.publisher import Publisher
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ class Runtime:
 
     @cached_property
     def publisher(self) -> Publisher:
-        from events.publisher import Publisher
+        from worker_mesh.events.publisher import Publisher
 
         return Publisher(self.redis, self.settings.streams, self.keys)
 

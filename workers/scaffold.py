@@ -12,7 +12,7 @@ import keyword
 import re
 from pathlib import Path
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 

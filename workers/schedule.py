@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.settings import MeshSettings
 
 # name -> function(settings) -> beat entry. Workflow modules add to it.
 SCHEDULE_BUILDERS: dict[str, Any] = {}

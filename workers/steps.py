@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from gpu_pool.routing import Resource
-from workers.context import StepContext, current_step
-from workers.kinds import STANDARD, TaskKind, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.context import StepContext, current_step
+from worker_mesh.workers.kinds import STANDARD, TaskKind, task
 
 if TYPE_CHECKING:
     from celery.canvas import Signature

@@ -2,6 +2,6 @@
 ``gpu_pool``'s own policy, windows, hold decision and batch settings, and its reports
 (docs/gpu-pool.md, "Cost, simulated")."""
 
-from mesh.extras import require
+from worker_mesh.mesh.extras import require
 
 require("simpy", "gpu-sim")

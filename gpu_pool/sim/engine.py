@@ -29,14 +29,14 @@ from datetime import UTC, datetime
 
 import simpy
 
-from gpu_pool.deferral import hold_decision
-from gpu_pool.offpeak import Windows
-from gpu_pool.policy import Observation, PolicyConfig, PolicyState, desired_workers
-from gpu_pool.routing import Resource
-from gpu_pool.sim.fluid import FluidQueue
-from gpu_pool.sim.model import NodeModel
-from gpu_pool.sim.trace import Record, Trace
-from mesh.settings import GpuSettings
+from worker_mesh.gpu_pool.deferral import hold_decision
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.policy import Observation, PolicyConfig, PolicyState, desired_workers
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.gpu_pool.sim.fluid import FluidQueue
+from worker_mesh.gpu_pool.sim.model import NodeModel
+from worker_mesh.gpu_pool.sim.trace import Record, Trace
+from worker_mesh.mesh.settings import GpuSettings
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from gpu_pool.sim.trace import Record
+from worker_mesh.gpu_pool.sim.trace import Record
 
 HOURLY = (0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 0.05, 0.20, 0.60, 0.90, 1.00, 1.00,
           0.80, 0.90, 1.00, 0.95, 0.85, 0.60, 0.35, 0.20, 0.12, 0.08, 0.04, 0.02)
@@ -181,4 +181,4 @@ def _bulk_day(rng: random.Random, p: GeneratorParams, day: datetime, zone: ZoneI
 
 
 def meta(p: GeneratorParams) -> dict[str, object]:
-    return {"generator": "gpu_pool.sim.generator", "params": p.as_dict()}
+    return {"generator": "worker_mesh.gpu_pool.sim.generator", "params": p.as_dict()}

@@ -30,9 +30,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
-DATA = "gpu_pool.sim.data"
+DATA = "worker_mesh.gpu_pool.sim.data"
 
 
 class ModelError(ConfigError):

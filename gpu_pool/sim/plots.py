@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpu_pool.sim.engine import RunResult
+from worker_mesh.gpu_pool.sim.engine import RunResult
 
 COLORS = {"fixed": "#7f7f7f", "autoscaled": "#d62728", "batched": "#ff7f0e", "deferred": "#2ca02c"}
 
 
 def plot(path: str | Path, runs: dict[str, RunResult], strategies: dict[str, dict[str, Any]],
          spans: list[tuple[float, float]], currency: str = "USD") -> Path:
-    from mesh.extras import require
+    from worker_mesh.mesh.extras import require
 
     matplotlib = require("matplotlib", "gpu-sim")
     matplotlib.use("Agg")

@@ -41,10 +41,10 @@ from typing import Any
 
 import redis
 
-from gpu_pool.routing import GPU_QUEUES, Resource, queue_for
-from gpu_pool.sim.trace import Record
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
+from worker_mesh.gpu_pool.routing import GPU_QUEUES, Resource, queue_for
+from worker_mesh.gpu_pool.sim.trace import Record
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gpu_pool.offpeak import Windows
-from gpu_pool.sim.engine import STRATEGIES, PoolSim, RunResult, Strategy
-from gpu_pool.sim.model import NodeModel, Prices
-from gpu_pool.sim.trace import Trace
-from mesh.settings import GpuSettings
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.sim.engine import STRATEGIES, PoolSim, RunResult, Strategy
+from worker_mesh.gpu_pool.sim.model import NodeModel, Prices
+from worker_mesh.gpu_pool.sim.trace import Trace
+from worker_mesh.mesh.settings import GpuSettings
 
 URGENT_SLA_P99_S = 60.0
 """Default urgent SLA: 99% of urgent items start their forward pass within 60 s of

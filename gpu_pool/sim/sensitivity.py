@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gpu_pool.offpeak import Windows
-from gpu_pool.sim.model import Prices
-from gpu_pool.sim.report import Inputs, bill, run_all, window_intervals
-from gpu_pool.sim.trace import Trace
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.sim.model import Prices
+from worker_mesh.gpu_pool.sim.report import Inputs, bill, run_all, window_intervals
+from worker_mesh.gpu_pool.sim.trace import Trace
 
 BOOT_S = (30.0, 180.0, 600.0)
 PRICE_RATIOS = (0.25, 0.4, 0.6, 0.8, 1.0)

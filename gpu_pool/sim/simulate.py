@@ -10,12 +10,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gpu_pool.offpeak import Windows
-from gpu_pool.sim import generator, trace
-from gpu_pool.sim.engine import PoolSim
-from gpu_pool.sim.model import NodeModel, curve_from_bench, load_node_model, load_prices
-from gpu_pool.sim.report import URGENT_SLA_P99_S, Inputs, compare, run_all, window_intervals
-from mesh.settings import GpuSettings
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.sim import generator, trace
+from worker_mesh.gpu_pool.sim.engine import PoolSim
+from worker_mesh.gpu_pool.sim.model import NodeModel, curve_from_bench, load_node_model, load_prices
+from worker_mesh.gpu_pool.sim.report import URGENT_SLA_P99_S, Inputs, compare, run_all, window_intervals
+from worker_mesh.mesh.settings import GpuSettings
 
 DEFAULT_TRACE = "default_week.jsonl.gz"
 
@@ -23,7 +23,7 @@ DEFAULT_TRACE = "default_week.jsonl.gz"
 def default_trace() -> trace.Trace:
     """The shipped default week (``gpu_pool/sim/data``), else generated from the same
     seed (the two are equal: a test checks it)."""
-    res = resources.files("gpu_pool.sim.data").joinpath(DEFAULT_TRACE)
+    res = resources.files("worker_mesh.gpu_pool.sim.data").joinpath(DEFAULT_TRACE)
     if res.is_file():
         with resources.as_file(res) as path:
             return trace.read(path)
@@ -71,12 +71,12 @@ def simulate(inp: Inputs, *, plot_path: str | Path | None = None,
         "simulated_in_s": round(elapsed, 2),
     }
     if sensitivity:
-        from gpu_pool.sim.sensitivity import bulk_work_share, table
+        from worker_mesh.gpu_pool.sim.sensitivity import bulk_work_share, table
 
         out["bulk_work_share"] = round(bulk_work_share(tr, inp), 3)
         out["sensitivity"] = table(inp)
     if plot_path is not None:
-        from gpu_pool.sim.plots import plot
+        from worker_mesh.gpu_pool.sim.plots import plot
 
         spans = window_intervals(Windows.parse(inp.gpu.offpeak_windows), tr.start,
                                  max(r.end for r in runs.values()))
@@ -124,7 +124,7 @@ def predict_one_worker(tr: trace.Trace, gpu: GpuSettings, node: NodeModel) -> di
     """What the simulator predicts for ONE always-ready worker with batching and
     deferral (the cross-check's real setup: one GPU worker, a real dispatcher and
     releaser): items done, held and released counts, mean queueing delay per queue."""
-    from gpu_pool.sim.engine import Strategy
+    from worker_mesh.gpu_pool.sim.engine import Strategy
 
     strat = Strategy("one-worker", "one worker, batching, deferral", False, True, True, 1)
     res = PoolSim(tr, gpu, node, strat, drain_cap_s=3600).run()

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
 
 class TraceError(ConfigError):

@@ -3,14 +3,14 @@ with the real usage), concurrency keys, priorities and weighted fair share, in R
 
 The public surface (docs/flow-control.md)::
 
-    from mesh.flow import Flow, Limit, Concurrency, Priority    # what a step declares
-    from mesh.flow import FlowControl, report_usage              # what runs it
+    from worker_mesh.mesh.flow import Flow, Limit, Concurrency, Priority    # what a step declares
+    from worker_mesh.mesh.flow import FlowControl, report_usage              # what runs it
 """
 
-from mesh.flow.concurrency import ConcurrencyLimiter, Lease
-from mesh.flow.declare import Concurrency, Flow, Limit, Priority
-from mesh.flow.gate import Admission, FlowControl, NullObserver, Observer, report_usage
-from mesh.flow.limits import Permit, RateLimiter, Wait
+from worker_mesh.mesh.flow.concurrency import ConcurrencyLimiter, Lease
+from worker_mesh.mesh.flow.declare import Concurrency, Flow, Limit, Priority
+from worker_mesh.mesh.flow.gate import Admission, FlowControl, NullObserver, Observer, report_usage
+from worker_mesh.mesh.flow.limits import Permit, RateLimiter, Wait
 
 __all__ = [
     "Admission",

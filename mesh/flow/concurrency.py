@@ -21,11 +21,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mesh.flow import lua
-from mesh.flow.limits import Wait, tag_for
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
-from mesh.settings.flow import FlowSettings
+from worker_mesh.mesh.flow import lua
+from worker_mesh.mesh.flow.limits import Wait, tag_for
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings.flow import FlowSettings
 
 if TYPE_CHECKING:
     import redis

@@ -22,12 +22,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from mesh.errors import Throttled
-from mesh.flow.concurrency import ConcurrencyLimiter, Lease
-from mesh.flow.declare import Args, Flow, Priority, resolve
-from mesh.flow.limits import Permit, RateLimiter, Wait
-from mesh.keys import Keys
-from mesh.settings.flow import FlowSettings
+from worker_mesh.mesh.errors import Throttled
+from worker_mesh.mesh.flow.concurrency import ConcurrencyLimiter, Lease
+from worker_mesh.mesh.flow.declare import Args, Flow, Priority, resolve
+from worker_mesh.mesh.flow.limits import Permit, RateLimiter, Wait
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings.flow import FlowSettings
 
 if TYPE_CHECKING:
     import redis

@@ -27,12 +27,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mesh.errors import PermanentError
-from mesh.flow import lua
-from mesh.flow.declare import Priority
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
-from mesh.settings.flow import FlowSettings, LimitSpec
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.mesh.flow import lua
+from worker_mesh.mesh.flow.declare import Priority
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings.flow import FlowSettings, LimitSpec
 
 if TYPE_CHECKING:
     import redis

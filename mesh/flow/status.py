@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from mesh.flow.concurrency import ConcurrencyLimiter
-from mesh.flow.limits import RateLimiter
-from mesh.keys import Keys
-from mesh.settings.flow import FlowSettings
+from worker_mesh.mesh.flow.concurrency import ConcurrencyLimiter
+from worker_mesh.mesh.flow.limits import RateLimiter
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings.flow import FlowSettings
 
 if TYPE_CHECKING:
     import redis

@@ -18,20 +18,20 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from mesh import redact
-from mesh.errors import ConfigError
-from mesh.settings.artifacts import ArtifactSettings
-from mesh.settings.celery import CelerySettings
-from mesh.settings.dispatcher import DispatcherSettings
-from mesh.settings.flow import FlowSettings, LimitSpec
-from mesh.settings.gpu import GpuSettings
-from mesh.settings.llm import LlmSettings
-from mesh.settings.monitoring import MonitoringSettings
-from mesh.settings.redis import RedisSettings
-from mesh.settings.runs import RunSettings
-from mesh.settings.streams import StreamSettings
-from mesh.settings.throughput import ThroughputSettings
-from mesh.settings.workflows import WorkflowSettings
+from worker_mesh.mesh import redact
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings.artifacts import ArtifactSettings
+from worker_mesh.mesh.settings.celery import CelerySettings
+from worker_mesh.mesh.settings.dispatcher import DispatcherSettings
+from worker_mesh.mesh.settings.flow import FlowSettings, LimitSpec
+from worker_mesh.mesh.settings.gpu import GpuSettings
+from worker_mesh.mesh.settings.llm import LlmSettings
+from worker_mesh.mesh.settings.monitoring import MonitoringSettings
+from worker_mesh.mesh.settings.redis import RedisSettings
+from worker_mesh.mesh.settings.runs import RunSettings
+from worker_mesh.mesh.settings.streams import StreamSettings
+from worker_mesh.mesh.settings.throughput import ThroughputSettings
+from worker_mesh.mesh.settings.workflows import WorkflowSettings
 
 ENV_PREFIX = "MESH_"
 

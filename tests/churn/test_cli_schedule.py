@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 
 from celery.schedules import crontab
 
-from events.wire import decode
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env
-from workers.runtime import Runtime
-from workers.schedule import beat_schedule
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.runtime import Runtime
+from worker_mesh.workers.schedule import beat_schedule
 
 
 def mesh(settings: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=child_env(settings),
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT, env=child_env(settings),
                           capture_output=True, text=True, timeout=180)
 
 
@@ -58,7 +58,7 @@ def test_schedule_entry_follows_the_settings() -> None:
 
 
 def test_scheduled_request_is_one_event_per_hour(settings: MeshSettings) -> None:
-    from workers.churn.lifecycle import scheduled_request
+    from worker_mesh.workers.churn.lifecycle import scheduled_request
 
     rt = Runtime(settings)
     at = datetime(2026, 11, 22, 3, 0, 5, tzinfo=UTC)

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.base import Envelope, utcnow
-from events.catalog import CustomerActivity, CustomerCreated, CustomerUpdated
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env, start, wait_for
-from workers.churn.lifecycle import ensure_model
-from workers.churn.scoring import services
-from workers.embedding.model import model_version
-from workers.embedding.vectors import VectorStore
-from workers.runtime import Runtime
+from worker_mesh.events.base import Envelope, utcnow
+from worker_mesh.events.catalog import CustomerActivity, CustomerCreated, CustomerUpdated
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.churn.lifecycle import ensure_model
+from worker_mesh.workers.churn.scoring import services
+from worker_mesh.workers.embedding.model import model_version
+from worker_mesh.workers.embedding.vectors import VectorStore
+from worker_mesh.workers.runtime import Runtime
 
 
 @pytest.mark.e2e
@@ -59,7 +59,7 @@ def test_risky_customer_update_ends_as_searchable_retention_content(
         assert doc.meta["workflow"] == "reembed"
 
         out = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "search", "keeping a customer who is about to leave",
+            [sys.executable, "-m", "worker_mesh.workers.cli", "search", "keeping a customer who is about to leave",
              "--k", "3", "--json"], cwd=ROOT, env=child_env(settings), capture_output=True, timeout=180)
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         hits = json.loads(out.stdout)["hits"]

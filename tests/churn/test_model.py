@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from mesh.errors import PermanentError
-from workers.churn import features as F
-from workers.churn import model as M
-from workers.churn import synth
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.workers.churn import features as F
+from worker_mesh.workers.churn import model as M
+from worker_mesh.workers.churn import synth
 
 
 @pytest.fixture(scope="module")

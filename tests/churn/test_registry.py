@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mesh.errors import NotFound, PermanentError
-from mesh.settings import MeshSettings
-from workers.churn import synth
-from workers.churn.scoring import services
-from workers.churn.training import decide, train_and_maybe_promote
-from workers.runtime import Runtime
+from worker_mesh.mesh.errors import NotFound, PermanentError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.churn import synth
+from worker_mesh.workers.churn.scoring import services
+from worker_mesh.workers.churn.training import decide, train_and_maybe_promote
+from worker_mesh.workers.runtime import Runtime
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_synthetic_label_noise_only_touches_labels() -> None:
 
 
 def test_ensure_model_trains_once(settings: MeshSettings) -> None:
-    from workers.churn.lifecycle import ensure_model
+    from worker_mesh.workers.churn.lifecycle import ensure_model
 
     first = ensure_model(settings, samples=600)
     assert "trained and promoted" in first and "ROC AUC" in first

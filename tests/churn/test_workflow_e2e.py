@@ -14,20 +14,25 @@ from pathlib import Path
 import pytest
 import redis
 
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope, utcnow
-from events.catalog import CustomerActivity, CustomerCreated, CustomerUpdated, ModelRetrainRequested
-from events.wire import decode
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.support.procs import Proc, start, wait_for
-from workers.app import create_app
-from workers.churn import rescore, synth
-from workers.churn.scoring import services
-from workers.runtime import Runtime
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope, utcnow
+from worker_mesh.events.catalog import (
+    CustomerActivity,
+    CustomerCreated,
+    CustomerUpdated,
+    ModelRetrainRequested,
+)
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.churn import rescore, synth
+from worker_mesh.workers.churn.scoring import services
+from worker_mesh.workers.runtime import Runtime
 
 pytestmark = pytest.mark.e2e
 SEEDED = 40
@@ -189,7 +194,7 @@ def test_rescore_shard_failure_reaches_the_error_handler(mesh: Mesh) -> None:
     good = reg.promoted()
     assert good is not None
     # A promoted version whose artifact is gone: every shard fails for good (NotFound).
-    from workers.churn import model as M
+    from worker_mesh.workers.churn import model as M
 
     d = synth.dataset(400, seed=99)
     broken, _ = M.fit(d.profiles, d.labels)

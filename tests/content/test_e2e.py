@@ -18,30 +18,30 @@ from pathlib import Path
 
 import redis
 
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import (
+from tests.content.llm_server import Reply, llm_server
+from tests.support.procs import ROOT, Proc, child_env, start, wait_for
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import (
     ChurnHighRisk,
     ContentCreated,
     ContentDeleted,
     ContentRequested,
     ContentUpdated,
 )
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from tests.content.llm_server import Reply, llm_server
-from tests.support.procs import ROOT, Proc, child_env, start, wait_for
-from workers.app import create_app
-from workers.content.pipeline import prepare
-from workers.content.prompt import Brief
-from workers.content.providers import GenerationRequest, TemplateProvider
-from workers.content.store import ContentStore
-from workers.embedding.model import model_version
-from workers.embedding.vectors import VectorStore
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.content.pipeline import prepare
+from worker_mesh.workers.content.prompt import Brief
+from worker_mesh.workers.content.providers import GenerationRequest, TemplateProvider
+from worker_mesh.workers.content.store import ContentStore
+from worker_mesh.workers.embedding.model import model_version
+from worker_mesh.workers.embedding.vectors import VectorStore
 
 KEY = "sk-e2e-NEVER-IN-LOGS-987"
 
@@ -110,7 +110,7 @@ def test_requested_content_is_generated_published_embedded_and_searchable(
         assert doc.meta["workflow"] == "reembed" and doc.meta["event_id"]
 
         out = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "search", "when should GPU jobs run to save money",
+            [sys.executable, "-m", "worker_mesh.workers.cli", "search", "when should GPU jobs run to save money",
              "--k", "3", "--json"], cwd=ROOT, env=child_env(s), capture_output=True, timeout=120)
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         found = json.loads(out.stdout)

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 import redis
 
-from events.dlq import DeadLetters
-from events.wire import decode
-from mesh.errors import QualityCheckFailed, RateLimited
-from mesh.settings import MeshSettings
-from workers.content import pipeline
-from workers.content.providers import Generation, GenerationRequest, TemplateProvider
-from workers.content.store import ContentStore
-from workers.runtime import Runtime
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.errors import QualityCheckFailed, RateLimited
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.content import pipeline
+from worker_mesh.workers.content.providers import Generation, GenerationRequest, TemplateProvider
+from worker_mesh.workers.content.store import ContentStore
+from worker_mesh.workers.runtime import Runtime
 
 META = {"run_id": "run-1", "workflow": "content", "workflow_version": "1"}
 WIRE = {"id": "ev-1", "type": "content.requested", "v": "1", "key": "content:g1",

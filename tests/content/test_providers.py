@@ -11,18 +11,18 @@ from email.utils import formatdate
 import pytest
 from pydantic import SecretStr
 
-from mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
-from mesh.settings import MeshSettings
 from tests.content.llm_server import Reply, llm_server
-from workers.content.prompt import Brief
-from workers.content.providers import (
+from worker_mesh.mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.content.prompt import Brief
+from worker_mesh.workers.content.providers import (
     GenerationRequest,
     OpenAICompatibleProvider,
     TemplateProvider,
     make_provider,
     parse_retry_after,
 )
-from workers.kinds import API_CALL
+from worker_mesh.workers.kinds import API_CALL
 
 KEY = "sk-test-DO-NOT-LEAK-123456"
 BRIEF = Brief("g1", "article", "Onboarding new teams", ["onboarding", "checklist"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.content.seo import analyze, flesch_reading_ease, syllables
+from worker_mesh.workers.content.seo import analyze, flesch_reading_ease, syllables
 
 EASY = ("The cat sat on the mat. It was a warm day. We went to the park. "
         "The dog ran fast. We had fun. ") * 6

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.embedding.model import EmbeddingModel, load_model
+from worker_mesh.workers.embedding.model import EmbeddingModel, load_model
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from mesh.errors import ConfigError
-from workers.embedding.chunking import ContentTooLarge, chunk_text, document_text
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.workers.embedding.chunking import ContentTooLarge, chunk_text, document_text
 
 KW = {"chunk_chars": 300, "overlap_chars": 40, "max_chars": 50_000}
 

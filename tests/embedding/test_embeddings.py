@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from workers.embedding.model import EmbeddingModel, embed_texts, model_version, pick_device
+from worker_mesh.workers.embedding.model import EmbeddingModel, embed_texts, model_version, pick_device
 
 
 def test_similar_texts_are_closer_than_unrelated_ones(model: EmbeddingModel) -> None:

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import redis
 
-from mesh.settings import MeshSettings
-from workers.embedding import pipeline
-from workers.embedding.chunking import Chunk
-from workers.embedding.model import SERVICE_NAME, EmbeddingModel, embed_texts
-from workers.embedding.vectors import VectorStore
-from workers.runtime import Runtime
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.embedding import pipeline
+from worker_mesh.workers.embedding.chunking import Chunk
+from worker_mesh.workers.embedding.model import SERVICE_NAME, EmbeddingModel, embed_texts
+from worker_mesh.workers.embedding.vectors import VectorStore
+from worker_mesh.workers.runtime import Runtime
 
 META = {"run_id": "r1", "workflow": "reembed", "workflow_version": "1"}
 

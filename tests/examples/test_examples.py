@@ -43,11 +43,11 @@ def test_a_teams_event_types_and_workflows_are_listed_by_the_cli() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env.update(PYTHONPATH=os.pathsep.join([str(pkg), str(ROOT)]),
                MESH_CELERY_EXTRA_MODULES='["orders.workflows"]', MESH_WORKFLOWS_BUILTIN="false")
-    schema = subprocess.run([sys.executable, "-m", "workers.cli", "events", "schema", "--type",
+    schema = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "events", "schema", "--type",
                              "order.placed"], env=env, capture_output=True, text=True, timeout=120)
     assert schema.returncode == 0, schema.stderr
     assert '"order.placed@1"' in schema.stdout and '"items"' in schema.stdout
-    wfs = subprocess.run([sys.executable, "-m", "workers.cli", "workflows", "--json"], env=env,
+    wfs = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "workflows", "--json"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert wfs.returncode == 0, wfs.stderr
     import json

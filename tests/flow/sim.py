@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mesh.flow import Permit, Priority, RateLimiter
+from worker_mesh.mesh.flow import Permit, Priority, RateLimiter
 
 
 @dataclass

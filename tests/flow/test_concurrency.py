@@ -13,10 +13,10 @@ import time
 import pytest
 import redis
 
-from mesh.errors import Throttled
-from mesh.flow import Concurrency, ConcurrencyLimiter, Flow, FlowControl, Lease, Wait
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.errors import Throttled
+from worker_mesh.mesh.flow import Concurrency, ConcurrencyLimiter, Flow, FlowControl, Lease, Wait
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 T0 = 2_000_000.0
 

@@ -24,17 +24,17 @@ from typing import Any
 
 import pytest
 
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import ContentRequested
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.flow.limited_llm import LimitedLlm
 from tests.support.procs import Proc, start, wait_for
-from workers.app import create_app
-from workers.content.store import ContentStore
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentRequested
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.content.store import ContentStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

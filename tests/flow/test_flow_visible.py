@@ -10,11 +10,11 @@ import sys
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mesh.flow import ConcurrencyLimiter, Lease, Permit, RateLimiter, Wait
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from monitoring.collector import MeshCollector
 from tests.support.procs import ROOT, child_env
+from worker_mesh.mesh.flow import ConcurrencyLimiter, Lease, Permit, RateLimiter, Wait
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring.collector import MeshCollector
 
 LIMITS = '{"llm": {"requests_per_interval": 2, "tokens_per_interval": 1000, "wait_sla_s": 30}}'
 
@@ -44,7 +44,7 @@ def test_mesh_status_shows_limits_use_and_waiting_steps(settings: MeshSettings,
                                                         r: redis.Redis) -> None:
     s = _flow_settings(settings)
     _load(s, r)
-    run = subprocess.run([sys.executable, "-m", "workers.cli", "status", "--json"], cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "status", "--json"], cwd=ROOT,
                          env=child_env(s), capture_output=True, text=True, timeout=120)
     flow = json.loads(run.stdout)["flow"]
     (llm,) = flow["limits"]
@@ -54,7 +54,7 @@ def test_mesh_status_shows_limits_use_and_waiting_steps(settings: MeshSettings,
     (conc,) = flow["concurrency"]
     assert (conc["name"], conc["running"], conc["waiting"], conc["keys_busy"]) == (
         "content.customer", 1, 1, 1)
-    text = subprocess.run([sys.executable, "-m", "workers.cli", "status"], cwd=ROOT,
+    text = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "status"], cwd=ROOT,
                           env=child_env(s, {"COLUMNS": "200"}), capture_output=True, text=True,
                           timeout=120).stdout
     assert "rate limits" in text and "2/2 (100%)" in text and "420/1000 (42%)" in text

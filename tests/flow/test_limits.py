@@ -13,11 +13,11 @@ import random
 import pytest
 import redis
 
-from mesh.errors import PermanentError
-from mesh.flow import Permit, Priority, RateLimiter, Wait
-from mesh.keys import Keys
-from mesh.settings import LimitSpec, MeshSettings
 from tests.flow.sim import Sim, Step, max_in_window
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.mesh.flow import Permit, Priority, RateLimiter, Wait
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import LimitSpec, MeshSettings
 
 T0 = 1_000_000.0
 

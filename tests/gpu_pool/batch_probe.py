@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpu_pool.routing import Resource
-from workers.kinds import CRITICAL, task
-from workers.tasks.gpu import run_batched
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.kinds import CRITICAL, task
+from worker_mesh.workers.tasks.gpu import run_batched
 
 
 @task("mesh.test.gpu_echo", kind=CRITICAL, resource=Resource.GPU)

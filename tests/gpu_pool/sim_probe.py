@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import Field
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope, Event
-from events.catalog import CATALOG, Id
-from gpu_pool.routing import Resource
-from workers.kinds import CRITICAL, task
-from workers.tasks.gpu import run_batched
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.catalog import CATALOG, Id
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.kinds import CRITICAL, task
+from worker_mesh.workers.tasks.gpu import run_batched
 
 FIXED_S = 0.2
 PER_ITEM_S = 0.05

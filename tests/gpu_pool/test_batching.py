@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gpu_pool.batching import BatchReport, MicroBatcher
-from mesh.errors import PermanentError
+from worker_mesh.gpu_pool.batching import BatchReport, MicroBatcher
+from worker_mesh.mesh.errors import PermanentError
 
 
 def test_gathers_up_to_max_batch_and_each_caller_gets_its_own_result() -> None:
@@ -136,8 +136,8 @@ def test_batch_hook_records_gpu_seconds_per_task_type(settings) -> None:  # type
     deferred and direct items of the pass."""
     from prometheus_client import REGISTRY
 
-    from workers.runtime import Runtime
-    from workers.tasks.gpu import _on_batch
+    from worker_mesh.workers.runtime import Runtime
+    from worker_mesh.workers.tasks.gpu import _on_batch
 
     def sample(name: str) -> float:
         return REGISTRY.get_sample_value(name, {"task_type": "bench-x"}) or 0.0

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 import redis
 from click.testing import CliRunner
 
-from gpu_pool import cost
-from gpu_pool.deferral import CelerySender, Deferral
-from gpu_pool.offpeak import Windows
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.gpu_pool.kube_stub import KubeStub
-from workers.app import create_app
-from workers.cli import cli
+from worker_mesh.gpu_pool import cost
+from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.cli import cli
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from gpu_pool.controller import (
+from tests.gpu_pool.kube_stub import KubeStub
+from worker_mesh.gpu_pool.controller import (
     DELETION_COST,
     Controller,
     KubeForbidden,
     ScaleConflict,
     api_client_from_env,
 )
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from tests.gpu_pool.kube_stub import KubeStub
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # window 01:00-06:00 UTC: closed
 

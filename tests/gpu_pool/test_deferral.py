@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from gpu_pool.deferral import CelerySender, Deferral, run_releaser
-from gpu_pool.queues import depths
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from workers.app import create_app
+from worker_mesh.gpu_pool.deferral import CelerySender, Deferral, run_releaser
+from worker_mesh.gpu_pool.queues import depths
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # window: 01:00-06:00 UTC
 WINDOW_OPEN = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)

@@ -13,13 +13,13 @@ import numpy as np
 import redis
 from celery import chain
 
-from gpu_pool.deferral import CelerySender, Deferral
-from gpu_pool.offpeak import Windows
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
-from workers.app import create_app
+from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 def worker_settings(settings: MeshSettings, **extra: str) -> MeshSettings:

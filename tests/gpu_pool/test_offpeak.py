@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gpu_pool.offpeak import Window, Windows
-from mesh.errors import ConfigError
+from worker_mesh.gpu_pool.offpeak import Window, Windows
+from worker_mesh.mesh.errors import ConfigError
 
 
 def utc(*a: int) -> datetime:

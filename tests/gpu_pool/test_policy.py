@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
+from worker_mesh.gpu_pool.policy import Decision, Observation, PolicyConfig, PolicyState, desired_workers
 
 CFG = PolicyConfig(target_per_worker=10, min_workers=0, max_workers=5, idle_to_zero_s=300,
                    prewarm_s=600, prewarm_workers=2, cooldown_s=120)
@@ -119,7 +119,7 @@ def test_bad_config_rejected(kw: dict[str, int]) -> None:
 
 
 def test_from_settings_reads_the_gpu_group() -> None:
-    from mesh.settings import MeshSettings
+    from worker_mesh.mesh.settings import MeshSettings
 
     gpu = MeshSettings.load({"MESH_GPU_TARGET_PER_WORKER": "7", "MESH_GPU_MAX_WORKERS": "9"}).gpu
     cfg = PolicyConfig.from_settings(gpu)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpu_pool.sim import generator, trace
-from gpu_pool.sim.engine import STRATEGIES, PoolSim
-from gpu_pool.sim.fluid import FluidQueue, WaitHistogram
-from gpu_pool.sim.model import Curve, NodeModel, load_node_model
-from gpu_pool.sim.simulate import default_trace
-from gpu_pool.sim.trace import Record, Trace, TraceError
-from mesh.settings import MeshSettings
-from workers.cli import cli
+from worker_mesh.gpu_pool.sim import generator, trace
+from worker_mesh.gpu_pool.sim.engine import STRATEGIES, PoolSim
+from worker_mesh.gpu_pool.sim.fluid import FluidQueue, WaitHistogram
+from worker_mesh.gpu_pool.sim.model import Curve, NodeModel, load_node_model
+from worker_mesh.gpu_pool.sim.simulate import default_trace
+from worker_mesh.gpu_pool.sim.trace import Record, Trace, TraceError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.cli import cli
 
 MON = datetime(2026, 3, 2, 0, 0, tzinfo=UTC).timestamp()  # window 01:00-06:00 UTC
 BY_KEY = {s.key: s for s in STRATEGIES}

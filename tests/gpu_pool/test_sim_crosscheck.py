@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.publisher import Publisher
-from gpu_pool.sim.model import Curve, NodeModel
-from gpu_pool.sim.simulate import predict_one_worker
-from gpu_pool.sim.trace import Record, Trace
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.gpu_pool import sim_probe
 from tests.support.procs import start, wait_for
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.gpu_pool.sim.model import Curve, NodeModel
+from worker_mesh.gpu_pool.sim.simulate import predict_one_worker
+from worker_mesh.gpu_pool.sim.trace import Record, Trace
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from gpu_pool.deferral import CelerySender, Deferral
-from gpu_pool.offpeak import Windows
-from gpu_pool.sim import recorder
-from gpu_pool.sim.trace import Record
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.support.procs import wait_for
-from workers.app import create_app
+from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.sim import recorder
+from worker_mesh.gpu_pool.sim.trace import Record
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 def test_records_urgent_held_and_direct_bulk_once(settings: MeshSettings, r: redis.Redis) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from workers.cli import _k8s
+from worker_mesh.workers.cli import _k8s
 
 Objs = list[dict]
 

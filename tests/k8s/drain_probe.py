@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.kinds import STANDARD, task
+from worker_mesh.workers.kinds import STANDARD, task
 
 
 @task("mesh.test.k8s.hold", kind=STANDARD)

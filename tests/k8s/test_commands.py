@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import click
 import pytest
 
-from workers.cli import cli as mesh_cli
+from worker_mesh.workers.cli import cli as mesh_cli
 
 OVERLAYS = ["dev", "prod", "prod-autoscaler"]
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from workers.cli import _k8s_policy as policy
-from workers.cli._k8s_policy import CHECKS, GPU_CHECKS
+from worker_mesh.workers.cli import _k8s_policy as policy
+from worker_mesh.workers.cli._k8s_policy import CHECKS, GPU_CHECKS
 
 from .conftest import find
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.support.procs import ROOT, child_env, start, wait_for
-from workers.app import create_app
-from workers.cli.health_cmd import control_app
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
+from worker_mesh.workers.cli.health_cmd import control_app
 
 
 def mesh(settings: MeshSettings, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                           env=child_env(settings), capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -104,7 +104,7 @@ def test_drain_stops_consuming_and_waits_for_the_task_in_hand(
                  interval_s=0.2, what="the long task started")
         # When the preStop hook runs
         drain = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "drain", "--queues", "cpu", "--node-prefix", "cpu",
+            [sys.executable, "-m", "worker_mesh.workers.cli", "drain", "--queues", "cpu", "--node-prefix", "cpu",
              "--poll-s", "1", "--max-wait-s", "120"],
             cwd=ROOT, env=child_env(s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:

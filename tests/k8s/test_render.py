@@ -10,8 +10,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from workers.cli import _k8s
-from workers.cli import cli as mesh_cli
+from worker_mesh.workers.cli import _k8s
+from worker_mesh.workers.cli import cli as mesh_cli
 
 from .conftest import find
 

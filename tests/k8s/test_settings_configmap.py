@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from mesh.errors import ConfigError
-from mesh.settings import MeshSettings
-from workers.cli import _k8s
-from workers.cli._k8s_policy import secret_setting_names
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.cli import _k8s
+from worker_mesh.workers.cli._k8s_policy import secret_setting_names
 
 from .conftest import find
 

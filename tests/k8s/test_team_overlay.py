@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.k8s.conftest import Objs, find
-from workers.cli._k8s_policy import run_checks
+from worker_mesh.workers.cli._k8s_policy import run_checks
 
 TEAM_IMAGE = "registry.example.com/team-orders/mesh:1.0.0"
 

@@ -8,11 +8,11 @@ import os
 import time
 from typing import Any
 
-from gpu_pool.routing import Resource
-from mesh.errors import PermanentError
-from monitoring import metrics
-from workers.flowctl import FlowTask, flow_control
-from workers.kinds import CRITICAL, STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.flowctl import FlowTask, flow_control
+from worker_mesh.workers.kinds import CRITICAL, STANDARD, task
 
 
 @task("mesh.test.mon.pid", kind=STANDARD)

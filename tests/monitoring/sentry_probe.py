@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.errors import TransientError
-from monitoring import metrics
-from workers.kinds import CRITICAL, TaskKind, task
-from workers.schedule import SCHEDULE_BUILDERS
+from worker_mesh.mesh.errors import TransientError
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.kinds import CRITICAL, TaskKind, task
+from worker_mesh.workers.schedule import SCHEDULE_BUILDERS
 
 QUICK = TaskKind("test_quick", max_retries=2, backoff_s=0.05, backoff_max_s=0.1, jitter=False)
 

@@ -9,13 +9,13 @@ import time
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from chains.registry import Workflow
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from monitoring.celery_hooks import running_key, workers_key
-from monitoring.collector import MeshCollector
 from tests.support.runs import finished_run
+from worker_mesh.chains.registry import Workflow
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring.celery_hooks import running_key, workers_key
+from worker_mesh.monitoring.collector import MeshCollector
 
 
 def _scrape(r: redis.Redis, settings: MeshSettings, workflows: list[Workflow]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from monitoring.grafana import dashboards
+from worker_mesh.monitoring.grafana import dashboards
 
 GRAFANA = Path(dashboards.__file__).resolve().parent
 

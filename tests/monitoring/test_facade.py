@@ -11,10 +11,10 @@ from pathlib import Path
 import redis
 from prometheus_client import REGISTRY
 
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from monitoring import metrics, sentry
 from tests.support.procs import ROOT
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import metrics, sentry
 
 
 def _value(name: str, **labels: str) -> float:
@@ -64,7 +64,7 @@ def test_multiprocess_mode_can_be_enabled_after_import(tmp_path: Path) -> None:
     # An unlabelled histogram created at import must still reach the shared files.
     code = textwrap.dedent(f"""
         import os
-        from monitoring import metrics, multiproc
+        from worker_mesh.monitoring import metrics, multiproc
         multiproc.enable({str(tmp_path)!r})
         if os.fork() == 0:
             metrics.dispatch_latency(0.2)

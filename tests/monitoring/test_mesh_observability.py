@@ -25,17 +25,17 @@ from typing import Any
 import pytest
 import redis
 
-from chains.loader import load_workflows
-from events import CustomerActivity, CustomerUpdated, Publisher
-from gpu_pool import cost
-from mesh.embedded import EmbeddedRedis, free_port
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from monitoring.grafana.dashboards import OUT as DASHBOARDS
 from tests.support.procs import Proc, start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.events import CustomerActivity, CustomerUpdated, Publisher
+from worker_mesh.gpu_pool import cost
+from worker_mesh.mesh.embedded import EmbeddedRedis, free_port
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring.grafana.dashboards import OUT as DASHBOARDS
+from worker_mesh.workers.app import create_app
 
 MODULES = '["tests.support.probe_tasks", "tests.monitoring.mesh_probe"]'
 FLOWER_AUTH = "mesh:flower-test"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from chains.loader import load_workflows
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.monitoring import sentry_collector
 from tests.support.procs import Proc, start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 @pytest.fixture

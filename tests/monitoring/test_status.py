@@ -10,12 +10,12 @@ import time
 
 import redis
 
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
-from monitoring.celery_hooks import workers_key
 from tests.support.procs import ROOT, child_env
 from tests.support.runs import finished_run
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring.celery_hooks import workers_key
 
 PROBE = {"MESH_CELERY_EXTRA_MODULES": '["tests.support.probe_tasks"]'}
 
@@ -26,7 +26,7 @@ def _settings(settings: MeshSettings) -> MeshSettings:
 
 
 def _status(settings: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", "status", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "status", *args], cwd=ROOT,
                           env=child_env(settings), capture_output=True, text=True, timeout=120)
 
 

@@ -19,18 +19,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from events.audit import audit, audit_runs
-from events.base import Envelope
-from events.catalog import CustomerActivity
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
-from mesh.errors import BrokerUnavailable
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.reliability.effects import PRODUCER
 from tests.support.procs import start, wait_for
+from worker_mesh.events.audit import audit, audit_runs
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.errors import BrokerUnavailable
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 SETTINGS = {
     "MESH_CELERY_EXTRA_MODULES": '["tests.reliability.effects"]',

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mesh.embedded import EmbeddedRedis
-from mesh.redis_conn import acl_rule
-from mesh.settings import MeshSettings
 from tests.support.tls import TlsFiles, make_ca_and_server_cert
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.redis_conn import acl_rule
+from worker_mesh.mesh.settings import MeshSettings
 
 PROBES = '["tests.support.probe_tasks"]'
 

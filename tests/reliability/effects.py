@@ -23,11 +23,11 @@ from typing import Any
 
 from celery import chord
 
-from chains.registry import REGISTRY, On, RunContext
-from events.base import Envelope
-from gpu_pool.routing import Resource
-from mesh.errors import PermanentError
-from workers.kinds import STANDARD, TaskKind, task
+from worker_mesh.chains.registry import REGISTRY, On, RunContext
+from worker_mesh.events.base import Envelope
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.workers.kinds import STANDARD, TaskKind, task
 
 PRODUCER = "reliability"
 QUICK = TaskKind("standard", max_retries=2, backoff_s=0.2, backoff_max_s=0.5)

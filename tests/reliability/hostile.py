@@ -13,7 +13,7 @@ import json
 
 from hypothesis import strategies as st
 
-from events.wire import FIELDS
+from worker_mesh.events.wire import FIELDS
 
 TYPES = ["customer.created", "customer.updated", "customer.activity", "content.created",
          "content.updated", "content.deleted", "content.requested", "churn.high_risk",

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import redis
 
-from events import CustomerActivity
-from events.publisher import Publisher
-from mesh.acl import acl_rule, producer_acl_rule
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
+from worker_mesh.events import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.acl import acl_rule, producer_acl_rule
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from mesh.embedded import free_port
-from mesh.settings import MeshSettings
 from tests.reliability.conftest import SecureRedis
 from tests.reliability.test_fail_fast import leaks
 from tests.support.procs import ROOT, Proc, child_env, start, wait_for
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +70,7 @@ def all_cmdlines() -> str:
 
 
 def _mesh(s: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                           env=child_env(s), capture_output=True, text=True, timeout=60)
 
 

@@ -24,11 +24,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from mesh.embedded import free_port
-from mesh.settings import MeshSettings
 from tests.reliability.conftest import SecureRedis
 from tests.support.procs import ROOT, child_env
 from tests.support.tls import make_ca_and_server_cert
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +102,7 @@ def _command(args: list[str]) -> str:
 
 def _run(args: list[str], env: dict[str, str]) -> Run:
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env,
+    res = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     return Run(args, res.returncode, time.monotonic() - t0, res.stdout + res.stderr)
 

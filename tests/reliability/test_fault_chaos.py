@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mesh.embedded import EmbeddedRedis
-from mesh.settings import MeshSettings
 from tests.reliability.chaos import run_chaos
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.slow]
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from chains.registry import RUN_NAMESPACE
-from events.audit import audit
-from events.base import Envelope
-from events.catalog import CustomerActivity
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.reliability.effects import PRODUCER
 from tests.support.procs import ROOT, child_env, start, wait_for
+from worker_mesh.chains.registry import RUN_NAMESPACE
+from worker_mesh.events.audit import audit
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -59,7 +59,7 @@ def test_sigkilled_dispatcher_mid_10k_events_loses_nothing_and_runs_each_once(
         assert at_kill < N, "the dispatcher finished before it was killed: nothing was tested"
         second = start("dispatcher", ["dispatcher", "--consumer", "second"], s, logs)
         try:
-            res = subprocess.run([sys.executable, "-m", "workers.cli", "audit", "--json",
+            res = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "audit", "--json",
                                   "--wait-s", "150"], cwd=ROOT, env=child_env(s),
                                  capture_output=True, text=True, timeout=200)
             assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -21,17 +21,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from events.audit import audit
-from events.base import Envelope
-from events.catalog import CustomerActivity
-from events.publisher import Publisher
-from mesh.embedded import EmbeddedRedis
-from mesh.errors import BrokerUnavailable
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.reliability.effects import PRODUCER
 from tests.support.procs import Proc, start, wait_for
+from worker_mesh.events.audit import audit
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.errors import BrokerUnavailable
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from events.audit import audit, audit_runs
-from events.base import Envelope
-from events.catalog import ContentDeleted, CustomerActivity
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
 from tests.reliability.effects import PRODUCER
 from tests.support.procs import Proc, start, wait_for
+from worker_mesh.events.audit import audit, audit_runs
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentDeleted, CustomerActivity
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
-from workers.app import create_app
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 

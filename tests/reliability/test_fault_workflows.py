@@ -17,17 +17,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from chains.registry import RUN_NAMESPACE
-from events.base import Envelope
-from events.catalog import ContentDeleted
-from events.dlq import DeadLetter, DeadLetters
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.reliability.effects import PRODUCER
 from tests.support.procs import ROOT, Proc, child_env, start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.registry import RUN_NAMESPACE
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentDeleted
+from worker_mesh.events.dlq import DeadLetter, DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -99,7 +99,7 @@ def test_poison_event_is_dead_lettered_after_its_retries_and_replays_once_fixed(
     assert "mesh.rel.poison" in dl.reason
     # When the cause is fixed and the operator replays it,
     mesh.r.set(mesh.keys.ns("rel", "fixed"), "1")
-    res = subprocess.run([sys.executable, "-m", "workers.cli", "dlq", "replay", "--id", dl.id],
+    res = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "dlq", "replay", "--id", dl.id],
                          cwd=ROOT, env=child_env(mesh.s), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.audit import audit
-from events.dlq import DeadLetters
-from events.wire import decode
-from mesh.errors import InvalidEvent
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.reliability.hostile import GOOD, hostile_entries
 from tests.support.procs import Proc, start, wait_for
+from worker_mesh.events.audit import audit
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.errors import InvalidEvent
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 

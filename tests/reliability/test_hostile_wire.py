@@ -12,10 +12,10 @@ import tracemalloc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.base import Envelope
-from events.wire import decode, original_fields
-from mesh.errors import InvalidEvent, PayloadTooLarge
 from tests.reliability.hostile import GOOD, hostile_entries
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.wire import decode, original_fields
+from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge
 
 LIMIT = 64 * 1024
 

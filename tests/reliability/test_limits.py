@@ -14,15 +14,19 @@ import pytest
 import redis
 from pydantic import SecretStr, ValidationError
 
-from events.catalog import ContentCreated, CustomerActivity
-from events.publisher import Publisher
-from events.wire import decode
-from mesh.errors import PayloadTooLarge
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from workers.content.prompt import Brief
-from workers.content.providers import GenerationRequest, OpenAICompatibleProvider, TemplateProvider
-from workers.embedding.chunking import ContentTooLarge, chunk_text
+from worker_mesh.events.catalog import ContentCreated, CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.events.wire import decode
+from worker_mesh.mesh.errors import PayloadTooLarge
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.content.prompt import Brief
+from worker_mesh.workers.content.providers import (
+    GenerationRequest,
+    OpenAICompatibleProvider,
+    TemplateProvider,
+)
+from worker_mesh.workers.embedding.chunking import ContentTooLarge, chunk_text
 
 
 def test_publish_rejects_an_oversized_payload_before_sending(settings: MeshSettings,

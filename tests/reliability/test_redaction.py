@@ -22,16 +22,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.catalog import ContentRequested
-from events.dlq import DeadLetters
-from events.publisher import Publisher
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
 from tests.content.llm_server import Reply, llm_server
 from tests.monitoring import sentry_collector
 from tests.reliability.test_fail_fast import leaks
 from tests.reliability.test_secrets import _envelope_bodies
 from tests.support.procs import ROOT, child_env, start, wait_for
+from worker_mesh.events.catalog import ContentRequested
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,7 @@ def test_a_key_echoed_by_the_provider_appears_nowhere(
             dead = wait_for(lambda: [d for d in dlq.list() if d.reason_code == "workflow_failed"],
                             timeout_s=120, interval_s=0.5, what="the run dead-lettered")
             wait_for(lambda: collector.of_type("event"), 60, interval_s=0.5, what="Sentry event")
-            listed = subprocess.run([sys.executable, "-m", "workers.cli", "dlq", "list", "--json"],
+            listed = subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", "dlq", "list", "--json"],
                                     cwd=ROOT, env=child_env(s), capture_output=True, text=True,
                                     timeout=60)
         finally:

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from events.catalog import CustomerActivity
-from events.publisher import Publisher
-from mesh.embedded import free_port
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
 from tests.monitoring import sentry_collector
 from tests.reliability.conftest import SecureRedis
 from tests.support.procs import ROOT, Proc, child_env, start, wait_for
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def collector() -> Iterator[sentry_collector.Collector]:
 
 
 def _cli(s: MeshSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "worker_mesh.workers.cli", *args], cwd=ROOT,
                           env=child_env(s), capture_output=True, text=True, timeout=120)
 
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from events import CustomerActivity
-from events.publisher import Publisher
-from mesh.errors import BrokerUnavailable, ConfigError
-from mesh.keys import Keys
-from mesh.redis_conn import check_connection, make_client, translate_errors
-from mesh.settings import MeshSettings
 from tests.reliability.conftest import SecureRedis
 from tests.support.procs import Proc, start, wait_for
 from tests.support.tls import make_ca_and_server_cert
-from workers.app import create_app
+from worker_mesh.events import CustomerActivity
+from worker_mesh.events.publisher import Publisher
+from worker_mesh.mesh.errors import BrokerUnavailable, ConfigError
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import check_connection, make_client, translate_errors
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 pytestmark = pytest.mark.e2e
 

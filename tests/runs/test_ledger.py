@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from mesh.keys import Keys
-from mesh.runs import CANCELLED, FAILED, RunLedger, redrive_overdue, split_task_id
-from mesh.settings import MeshSettings
 from tests.support.runs import finished_run, record
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import CANCELLED, FAILED, RunLedger, redrive_overdue, split_task_id
+from worker_mesh.mesh.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 

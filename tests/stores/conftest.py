@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.embedded import free_port
+from worker_mesh.mesh.embedded import free_port
 
 MOTO = Path(sys.executable).with_name("moto_server")
 

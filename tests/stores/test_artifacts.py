@@ -8,11 +8,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from mesh.embedded import free_port
-from mesh.errors import ConfigError, NotFound, ProviderError
-from mesh.settings import MeshSettings
-from workers.stores.artifacts import ArtifactStore, LocalArtifactStore, make_store
-from workers.stores.s3 import S3ArtifactStore
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.errors import ConfigError, NotFound, ProviderError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.stores.artifacts import ArtifactStore, LocalArtifactStore, make_store
+from worker_mesh.workers.stores.s3 import S3ArtifactStore
 
 KEY_ID, SECRET = "AKIAMESHTEST", "mesh-test-secret-do-not-log"
 
@@ -93,11 +93,11 @@ def test_s3_backend_without_bucket_is_refused() -> None:
 
 def test_model_registry_on_s3(moto_url: str, bucket: str, settings: MeshSettings) -> None:
     """A trained model stored in S3, promoted, loaded back by the scorer: same scores."""
-    from workers.churn import features as F
-    from workers.churn import synth
-    from workers.churn.scoring import services
-    from workers.churn.training import train_and_maybe_promote
-    from workers.runtime import Runtime
+    from worker_mesh.workers.churn import features as F
+    from worker_mesh.workers.churn import synth
+    from worker_mesh.workers.churn.scoring import services
+    from worker_mesh.workers.churn.training import train_and_maybe_promote
+    from worker_mesh.workers.runtime import Runtime
 
     s3 = s3_settings(moto_url, bucket)
     rt = Runtime(MeshSettings.load({**settings.to_env(), **s3.to_env()}))

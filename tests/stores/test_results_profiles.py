@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from mesh.keys import Keys
-from mesh.settings import MeshSettings
-from workers.stores.profiles import ProfileStore
-from workers.stores.results import ChurnResults
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.stores.profiles import ProfileStore
+from worker_mesh.workers.stores.results import ChurnResults
 
 META = {"run_id": "run-1", "workflow": "churn", "workflow_version": "1"}
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.errors import NotFound, RateLimited
-from workers.kinds import CRITICAL, TaskKind, task
+from worker_mesh.mesh.errors import NotFound, RateLimited
+from worker_mesh.workers.kinds import CRITICAL, TaskKind, task
 
 # Quick delays so the test runs in seconds; same mechanism as API_CALL.
 FAST_API = TaskKind("api_call", max_retries=3, backoff_s=0.2, backoff_max_s=1.0)

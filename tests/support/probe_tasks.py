@@ -15,10 +15,10 @@ from typing import Any
 
 from celery import shared_task
 
-from chains.registry import REGISTRY, Coalesce, On, RunContext
-from events.base import Envelope
-from mesh.errors import PermanentError
-from workers.kinds import STANDARD, task
+from worker_mesh.chains.registry import REGISTRY, Coalesce, On, RunContext
+from worker_mesh.events.base import Envelope
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.workers.kinds import STANDARD, task
 
 
 @task("mesh.probe.record", kind=STANDARD)

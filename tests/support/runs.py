@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from mesh.runs import FAILED, RunLedger, RunRecord, StepInfo
+from worker_mesh.mesh.runs import FAILED, RunLedger, RunRecord, StepInfo
 
 
 def record(ledger: RunLedger, workflow: str, *, steps: tuple[str, ...] = ("a", "b"),

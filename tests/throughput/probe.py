@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpu_pool.routing import Resource
-from mesh.errors import TransientError
-from workers.batched import BatchPolicy, Call, batched_task
-from workers.kinds import CRITICAL, STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import TransientError
+from worker_mesh.workers.batched import BatchPolicy, Call, batched_task
+from worker_mesh.workers.kinds import CRITICAL, STANDARD, task
 
 
 def _log(rt: Any, name: str, prev: Any) -> None:

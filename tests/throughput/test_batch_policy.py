@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.errors import ConfigError
-from mesh.settings import MeshSettings
-from workers.batched import BATCHED, BatchPolicy, policy_of
-from workers.runtime import Runtime
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.batched import BATCHED, BatchPolicy, policy_of
+from worker_mesh.workers.runtime import Runtime
 
 
 def test_the_churn_score_step_is_batched_with_its_declared_policy() -> None:

@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 from celery import chain
 
-from chains.registry import RunContext, WorkflowRegistry
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import CustomerActivity
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.registry import RunContext, WorkflowRegistry
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import CustomerActivity
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 STEP, FLAKY, IO = "mesh.tput.step", "mesh.tput.flaky", "mesh.tput.io_step"
 

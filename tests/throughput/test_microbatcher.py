@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from mesh.batching import MicroBatcher
+from worker_mesh.mesh.batching import MicroBatcher
 
 
 def test_map_keeps_a_callers_items_together_and_splits_only_past_max_batch() -> None:

@@ -8,17 +8,17 @@ import re
 import urllib.request
 from pathlib import Path
 
-from chains.loader import load_workflows
-from chains.starter import CeleryStarter, StartRequest
-from events.base import Envelope
-from events.catalog import ContentCreated
-from mesh.embedded import free_port
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
 from tests.support.procs import start, wait_for
-from workers.app import create_app
+from worker_mesh.chains.loader import load_workflows
+from worker_mesh.chains.starter import CeleryStarter, StartRequest
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentCreated
+from worker_mesh.mesh.embedded import free_port
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.app import create_app
 
 
 def _sample(text: str, name: str) -> float:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.errors import PermanentError
-from mesh.settings import MeshSettings
-from workers.churn import scoring, synth
-from workers.churn.training import train_and_maybe_promote
-from workers.runtime import Runtime
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.churn import scoring, synth
+from worker_mesh.workers.churn.training import train_and_maybe_promote
+from worker_mesh.workers.runtime import Runtime
 
 
 def test_batch_scores_equal_single_scores_and_a_corrupt_profile_fails_alone(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mesh.errors import PermanentError
+from worker_mesh.mesh.errors import PermanentError
 
 FEATURES: tuple[str, ...] = (
     "log_tenure_months",

@@ -7,10 +7,10 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from events.base import Envelope
-from events.catalog import ModelRetrainRequested
-from workers.churn.scoring import services
-from workers.churn.training import train_and_maybe_promote
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ModelRetrainRequested
+from worker_mesh.workers.churn.scoring import services
+from worker_mesh.workers.churn.training import train_and_maybe_promote
 
 RESCORE_WORKFLOW = "churn-rescore"
 
@@ -41,8 +41,8 @@ def retrain(rt: Any, meta: dict[str, Any], request: dict[str, Any]) -> dict[str,
 
 def start_rescore(app: Any, cause: Envelope) -> str:
     """Start the ``churn-rescore`` chord; its run id derives from the causing event."""
-    from chains.loader import load_workflows
-    from chains.starter import CeleryStarter, StartRequest
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.chains.starter import CeleryStarter, StartRequest
 
     registry = load_workflows(app.mesh_settings)
     starter = CeleryStarter(app, registry)
@@ -63,7 +63,7 @@ def scheduled_request(rt: Any, now: datetime | None = None) -> str:
 def ensure_model(settings: Any, *, samples: int | None = None, seed: int = 7) -> str:
     """Train and promote a first churn model when none is promoted (the demo's set-up,
     a fresh environment). Returns a one-line note for a summary."""
-    from workers.runtime import Runtime
+    from worker_mesh.workers.runtime import Runtime
 
     rt = Runtime(settings)
     registry = services(rt).registry

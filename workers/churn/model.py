@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from mesh.errors import PermanentError
-from mesh.extras import require
-from workers.churn import features as F
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.mesh.extras import require
+from worker_mesh.workers.churn import features as F
 
 FORMAT = "mesh-churn-logreg/1"
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import redis
 
-from mesh.errors import NotFound, PermanentError
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
-from workers.churn.model import ChurnModel, version_of
-from workers.stores.artifacts import ArtifactStore
+from worker_mesh.mesh.errors import NotFound, PermanentError
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.workers.churn.model import ChurnModel, version_of
+from worker_mesh.workers.stores.artifacts import ArtifactStore
 
 LOG_LENGTH = 200
 
@@ -145,7 +145,7 @@ class ModelRegistry:
             pipe.hincrby(self.promoted_key, "seq", 1)
             _, seq = pipe.execute()
         self._log({"event": "promoted", "version": version, "seq": int(seq), "reason": reason})
-        from monitoring import metrics
+        from worker_mesh.monitoring import metrics
 
         metrics.model_in_use(self.name, version)
         return Pointer(version, int(seq), now, reason)

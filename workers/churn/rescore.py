@@ -10,8 +10,8 @@ import json
 import time
 from typing import Any
 
-from mesh.redis_conn import translate_errors
-from monitoring import metrics
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.monitoring import metrics
 
 
 def runs_key(rt: Any) -> str:

@@ -13,16 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from events.base import Envelope
-from events.catalog import ChurnHighRisk
-from mesh.errors import InvalidEvent, PermanentError
-from mesh.redis_conn import translate_errors
-from workers.churn import features as F
-from workers.churn.registry import ModelRegistry
-from workers.churn.serving import PromotedModel
-from workers.stores.artifacts import make_store
-from workers.stores.profiles import ProfileStore
-from workers.stores.results import ChurnResults, WriteOutcome
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ChurnHighRisk
+from worker_mesh.mesh.errors import InvalidEvent, PermanentError
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.workers.churn import features as F
+from worker_mesh.workers.churn.registry import ModelRegistry
+from worker_mesh.workers.churn.serving import PromotedModel
+from worker_mesh.workers.stores.artifacts import make_store
+from worker_mesh.workers.stores.profiles import ProfileStore
+from worker_mesh.workers.stores.results import ChurnResults, WriteOutcome
 
 ALERT_NAMESPACE = uuid.UUID("0b8f7a4e-2f7c-4f61-a7d6-6c1b1c0e9a31")
 

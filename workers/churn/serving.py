@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import threading
 
-from mesh.errors import NotFound
-from monitoring import metrics
-from workers.churn.model import ChurnModel
-from workers.churn.registry import ModelRegistry, Pointer
+from worker_mesh.mesh.errors import NotFound
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.churn.model import ChurnModel
+from worker_mesh.workers.churn.registry import ModelRegistry, Pointer
 
 
 class PromotedModel:

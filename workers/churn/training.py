@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mesh.errors import MeshError
-from workers.churn import model as M
-from workers.churn import synth
-from workers.churn.registry import ModelRegistry
+from worker_mesh.mesh.errors import MeshError
+from worker_mesh.workers.churn import model as M
+from worker_mesh.workers.churn import synth
+from worker_mesh.workers.churn.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from mesh.errors import MeshError
-from workers.cli._common import EXIT_CONFIG, EXIT_UNAVAILABLE
+from worker_mesh.mesh.errors import MeshError
+from worker_mesh.workers.cli._common import EXIT_CONFIG, EXIT_UNAVAILABLE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -46,7 +46,7 @@ _load_commands()
 def main() -> None:
     """Run one command; every failure ends in one masked line and a documented exit
     code (``workers.cli._common``): 2 usage or configuration, 3 Redis unusable."""
-    from mesh import redact
+    from worker_mesh.mesh import redact
 
     redact.install_logging()
     sys.excepthook = _masked_excepthook
@@ -73,8 +73,8 @@ def _classify(exc: BaseException) -> tuple[int | None, str]:
     """(exit code, one line) of an expected failure; (None, "") for a bug."""
     import redis
 
-    from mesh.errors import AccessDenied, TransientError
-    from mesh.redis_conn import describe_error, is_refusal
+    from worker_mesh.mesh.errors import AccessDenied, TransientError
+    from worker_mesh.mesh.redis_conn import describe_error, is_refusal
 
     if isinstance(exc, (AccessDenied, TransientError)):
         return EXIT_UNAVAILABLE, str(exc)
@@ -90,6 +90,6 @@ def _masked_excepthook(typ: type[BaseException], value: BaseException, tb: Any) 
     """A bug's traceback still prints (it is needed), through the redaction point."""
     import traceback
 
-    from mesh import redact
+    from worker_mesh.mesh import redact
 
     sys.stderr.write(redact.text("".join(traceback.format_exception(typ, value, tb))))

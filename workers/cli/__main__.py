@@ -1,3 +1,3 @@
-from workers.cli import main
+from worker_mesh.workers.cli import main
 
 main()

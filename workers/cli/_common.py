@@ -22,8 +22,8 @@ from typing import Any
 
 import click
 
-from mesh import redact
-from mesh.settings import MeshSettings
+from worker_mesh.mesh import redact
+from worker_mesh.mesh.settings import MeshSettings
 
 EXIT_OK = 0
 EXIT_FINDING = 1
@@ -44,7 +44,7 @@ def load_settings(check_redis: bool = True) -> MeshSettings:
     a traceback or a secret. Checked once per process."""
     settings = MeshSettings.load()
     if check_redis:
-        from mesh.redis_conn import check_at_start, redis_url
+        from worker_mesh.mesh.redis_conn import check_at_start, redis_url
 
         url = redis_url(settings.redis)
         if url not in _checked:

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.settings import MeshSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "k8s"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.cli._k8s import Obj
-from workers.cli._k8s_objects import args_of, mesh_settings, name, pod_spec, workloads
+from worker_mesh.workers.cli._k8s import Obj
+from worker_mesh.workers.cli._k8s_objects import args_of, mesh_settings, name, pod_spec, workloads
 
 PROMETHEUS_PODS = {"app.kubernetes.io/name": "prometheus"}
 MONITORING_NS = {"kubernetes.io/metadata.name": "monitoring"}

@@ -9,8 +9,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from mesh.settings import MeshSettings, setting_names
-from workers.cli._k8s import Obj, settings_configmap
+from worker_mesh.mesh.settings import MeshSettings, setting_names
+from worker_mesh.workers.cli._k8s import Obj, settings_configmap
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from mesh.errors import ConfigError
-from mesh.settings import MeshSettings
-from workers.cli._k8s import Obj
-from workers.cli._k8s_exposure import check_exposure
-from workers.cli._k8s_objects import (
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.cli._k8s import Obj
+from worker_mesh.workers.cli._k8s_exposure import check_exposure
+from worker_mesh.workers.cli._k8s_objects import (
     args_of,
     containers,
     is_worker,

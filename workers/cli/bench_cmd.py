@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from workers.procs import ROOT, child_env
+from worker_mesh.workers.procs import ROOT, child_env
 
 
 @click.command("bench", context_settings={"ignore_unknown_options": True})
@@ -20,7 +20,7 @@ def bench_cmd(quick: bool, only: str | None) -> None:
     Needs the source checkout (benchmarks/ is not installed as a package)."""
     if not (ROOT / "benchmarks" / "run_all.py").exists():
         raise click.ClickException(f"benchmarks/ not found under {ROOT}: run from a source checkout")
-    from workers.cli._common import load_settings
+    from worker_mesh.workers.cli._common import load_settings
 
     args = [sys.executable, "-m", "benchmarks.run_all"]
     if quick:

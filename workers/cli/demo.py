@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
 @click.command("demo")
@@ -31,12 +31,12 @@ def demo_cmd(customers: int, documents: int, requests_: int, timeout_s: int, wor
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from chains.loader import load_workflows
-    from events.publisher import Publisher
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
-    from workers.demo import prepare, report, scenario
-    from workers.demo.runner import Mesh, progress, quiet
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.events.publisher import Publisher
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
+    from worker_mesh.workers.demo import prepare, report, scenario
+    from worker_mesh.workers.demo.runner import Mesh, progress, quiet
 
     mesh = Mesh.up(load_settings(check_redis=False), workdir)
     s = mesh.settings

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from workers.cli._common import echo, emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import echo, emit_json, json_option, load_settings
 
 
 @click.command("dispatcher")
@@ -28,12 +28,12 @@ def dispatcher_cmd(consumer: str | None, loglevel: str) -> None:
     MESH_DISPATCHER_CLAIM_IDLE_MS. SIGTERM finishes the batch in hand, acks, exits 0.
     """
     s = load_settings()  # Redis checked first: exit 3 with the reason, not retry forever
-    from chains.loader import load_workflows
-    from chains.starter import CeleryStarter
-    from events.dispatcher import Dispatcher
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
-    from workers.app import create_app
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.chains.starter import CeleryStarter
+    from worker_mesh.events.dispatcher import Dispatcher
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
+    from worker_mesh.workers.app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = load_workflows(s)
@@ -68,8 +68,8 @@ def audit_cmd(as_json: bool, wait_s: float, streams_only: bool) -> None:
     --wait-s was given and entries or runs are still in flight at the end; 3 when Redis cannot be read
     (unreachable, refused credentials, untrusted certificate), 2 for bad settings.
     """
-    from events.audit import audit, audit_runs
-    from mesh.redis_conn import make_client
+    from worker_mesh.events.audit import audit, audit_runs
+    from worker_mesh.mesh.redis_conn import make_client
 
     s = load_settings()
     client = make_client(s.redis)
@@ -109,9 +109,9 @@ def dlq_group() -> None:
 
 
 def _dead_letters():  # type: ignore[no-untyped-def]
-    from events.dlq import DeadLetters
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
+    from worker_mesh.events.dlq import DeadLetters
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
 
     s = load_settings()
     return DeadLetters(make_client(s.redis), Keys(s.redis.key_prefix), s.streams)
@@ -177,8 +177,8 @@ def events_group() -> None:
 def events_schema(type_name: str | None, out: Path | None) -> None:
     """Print the JSON Schema of every event payload (keyed by type@version), with
     the envelope's field names; see README for the wire format."""
-    from chains.loader import load_workflows
-    from events.wire import schema
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.events.wire import schema
 
     load_workflows(load_settings(check_redis=False))  # a team's event types too (its modules)
     doc: dict[str, Any] = schema()

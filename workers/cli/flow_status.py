@@ -8,8 +8,8 @@ from typing import Any
 
 def flow_data(client: Any, settings: Any) -> dict[str, Any]:
     """The section's JSON (empty lists when nothing is declared in ``flow``)."""
-    from mesh.flow.status import snapshot
-    from mesh.keys import Keys
+    from worker_mesh.mesh.flow.status import snapshot
+    from worker_mesh.mesh.keys import Keys
 
     data = snapshot(client, Keys(settings.redis.key_prefix), settings.flow)
     data.pop("taken_at", None)

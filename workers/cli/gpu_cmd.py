@@ -26,12 +26,12 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
 def _clients() -> tuple[Any, Any, Any]:
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
 
     settings = load_settings()
     return settings, make_client(settings.redis), Keys(settings.redis.key_prefix)
@@ -43,10 +43,10 @@ def _iso(dt: datetime | None) -> str | None:
 
 def status_data(settings: Any, client: Any, keys: Any, now: datetime) -> dict[str, Any]:
     """Everything ``mesh gpu status`` shows, as plain data."""
-    from gpu_pool.controller import busy_hosts, observe
-    from gpu_pool.offpeak import Windows
-    from gpu_pool.policy import PolicyConfig, PolicyState, desired_workers
-    from gpu_pool.queues import depths
+    from worker_mesh.gpu_pool.controller import busy_hosts, observe
+    from worker_mesh.gpu_pool.offpeak import Windows
+    from worker_mesh.gpu_pool.policy import PolicyConfig, PolicyState, desired_workers
+    from worker_mesh.gpu_pool.queues import depths
 
     gpu = settings.gpu
     windows = Windows.parse(gpu.offpeak_windows)
@@ -104,8 +104,8 @@ def status_cmd(as_json: bool) -> None:
 
 
 def _deferral(settings: Any, client: Any, keys: Any) -> Any:
-    from gpu_pool.deferral import CelerySender, Deferral
-    from workers.app import create_app
+    from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
+    from worker_mesh.workers.app import create_app
 
     return Deferral(client, keys, settings.gpu, CelerySender(create_app(settings)))
 
@@ -134,7 +134,7 @@ def _stop_on_signals() -> threading.Event:
               help="Seconds between ticks (default: gpu.release_interval_s).")
 def releaser_cmd(interval_s: float | None) -> None:
     """Release held work when a window opens or a deadline nears, until SIGTERM."""
-    from gpu_pool.deferral import run_releaser
+    from worker_mesh.gpu_pool.deferral import run_releaser
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, client, keys = _clients()
@@ -153,7 +153,7 @@ def releaser_cmd(interval_s: float | None) -> None:
 @json_option
 def autoscale_cmd(once: bool, dry_run: bool, api_host: str | None, as_json: bool) -> None:
     """Scale the GPU Deployment from the pool policy (clusters without KEDA)."""
-    from gpu_pool.controller import Controller, TickResult, api_client_from_env
+    from worker_mesh.gpu_pool.controller import Controller, TickResult, api_client_from_env
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings, client, keys = _clients()
@@ -187,7 +187,7 @@ def cost_cmd(peak_price: float, offpeak_price: float, as_json: bool) -> None:
     The figure is busy GPU-seconds only: GPUs are billed per node-hour, idle and boot
     included, so this is not a bill. For node-hours and what each pool strategy would
     cost, run `mesh gpu simulate` (on a trace from `mesh gpu trace record`)."""
-    from gpu_pool.cost import report
+    from worker_mesh.gpu_pool.cost import report
 
     _, client, keys = _clients()
     data = report(client, keys, peak_price=peak_price, offpeak_price=offpeak_price).as_dict()
@@ -220,8 +220,8 @@ def trace_group() -> None:
 def trace_record_cmd(out_path: str, duration_s: float | None, bucket_s: float) -> None:
     """Record what the running mesh submits to the GPU queues (Celery task-sent events
     plus the deferral's held set; see gpu_pool/sim/recorder.py)."""
-    from gpu_pool.sim import recorder, trace
-    from workers.app import create_app
+    from worker_mesh.gpu_pool.sim import recorder, trace
+    from worker_mesh.workers.app import create_app
 
     settings, client, keys = _clients()
     app = create_app(settings)
@@ -248,7 +248,7 @@ def trace_record_cmd(out_path: str, duration_s: float | None, bucket_s: float) -
               help="Override a generator parameter (see gpu_pool/sim/generator.py).")
 def trace_generate_cmd(out_path: str, params: tuple[str, ...]) -> None:
     """Write the seeded SaaS week (the default trace) or a variant of it."""
-    from gpu_pool.sim import generator, trace
+    from worker_mesh.gpu_pool.sim import generator, trace
 
     try:
         p = generator.GeneratorParams().with_overrides(list(params))
@@ -281,8 +281,8 @@ def simulate_cmd(trace_path: str | None, prices_path: str | None, node_path: str
                  plot_path: str | None, as_json: bool) -> None:
     """Simulate four GPU pool strategies on a trace, with the real pool policy,
     off-peak windows, deferral and batch settings (settings group `gpu`)."""
-    from gpu_pool.sim.report import URGENT_SLA_P99_S
-    from gpu_pool.sim.simulate import load_inputs, render, simulate
+    from worker_mesh.gpu_pool.sim.report import URGENT_SLA_P99_S
+    from worker_mesh.gpu_pool.sim.simulate import load_inputs, render, simulate
 
     settings = load_settings()
     inp = load_inputs(settings.gpu, trace_path=trace_path, prices_path=prices_path,

@@ -26,9 +26,9 @@ from typing import Any
 
 import click
 
-from mesh.errors import BrokerUnavailable, MeshError
-from mesh.settings import MeshSettings
-from workers.cli._common import load_settings
+from worker_mesh.mesh.errors import BrokerUnavailable, MeshError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.cli._common import load_settings
 
 COMPONENTS = ("dispatcher", "worker", "beat", "flower", "exporter", "autoscaler")
 
@@ -42,7 +42,7 @@ def control_app(settings: MeshSettings) -> Any:
     commands, and cheap (a probe runs every few seconds; it must not load models)."""
     from celery import Celery
 
-    from workers.app import celery_config
+    from worker_mesh.workers.app import celery_config
 
     app = Celery("mesh-probe", set_as_current=False)
     app.conf.update(celery_config(settings))
@@ -84,7 +84,7 @@ def _fail(message: str) -> None:
               help="How long to wait for the worker's control reply.")
 def health_cmd(component: str, live: bool, node_prefix: str | None, timeout_s: float) -> None:
     """Probe for Kubernetes: exit 0 when healthy, 1 (with the reason on stderr) when not."""
-    from mesh.redis_conn import check_connection
+    from worker_mesh.mesh.redis_conn import check_connection
 
     settings = load_settings(check_redis=False)  # a probe answers 1 with the reason itself
     if live:

@@ -14,9 +14,9 @@ import sys
 
 import click
 
-from workers.cli import _k8s
-from workers.cli._common import emit_json, json_option
-from workers.cli._k8s_policy import run_checks
+from worker_mesh.workers.cli import _k8s
+from worker_mesh.workers.cli._common import emit_json, json_option
+from worker_mesh.workers.cli._k8s_policy import run_checks
 
 GPU_POOL_OVERLAYS = ("prod", "prod-autoscaler")
 """Overlays that schedule GPU workers on a GPU node pool (dev runs them on CPU)."""

@@ -9,17 +9,17 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
 def _runtime(with_app: bool = False) -> Any:
-    from workers.runtime import Runtime
+    from worker_mesh.workers.runtime import Runtime
 
     settings = load_settings()
     app = None
     if with_app:
-        from chains.loader import load_workflows
-        from workers.app import create_app
+        from worker_mesh.chains.loader import load_workflows
+        from worker_mesh.workers.app import create_app
 
         load_workflows(settings)
         app = create_app(settings)
@@ -27,7 +27,7 @@ def _runtime(with_app: bool = False) -> Any:
 
 
 def _registry(rt: Any) -> Any:
-    from workers.churn.scoring import services
+    from worker_mesh.workers.churn.scoring import services
 
     return services(rt).registry
 
@@ -43,7 +43,7 @@ def train_cmd(samples: int | None, seed: int | None, as_json: bool) -> None:
     The candidate is stored (content-hashed) with its metrics and promoted if no model
     is promoted yet or it is not worse than the promoted one on the same held-out set.
     """
-    from workers.churn.training import train_and_maybe_promote
+    from worker_mesh.workers.churn.training import train_and_maybe_promote
 
     rt = _runtime()
     wf = rt.settings.workflows
@@ -145,9 +145,9 @@ def history_cmd(limit: int, as_json: bool) -> None:
 
 
 def _start_rescore(rt: Any, reason: str) -> str:
-    from events.base import Envelope
-    from events.catalog import ModelRetrainRequested
-    from workers.churn.lifecycle import start_rescore
+    from worker_mesh.events.base import Envelope
+    from worker_mesh.events.catalog import ModelRetrainRequested
+    from worker_mesh.workers.churn.lifecycle import start_rescore
 
     cause = Envelope.wrap(ModelRetrainRequested(reason=reason), producer="cli")
     return start_rescore(rt.app, cause)

@@ -9,8 +9,8 @@ import threading
 
 import click
 
-from mesh.errors import ConfigError
-from workers.cli._common import load_settings
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.workers.cli._common import load_settings
 
 
 @click.command("exporter")
@@ -31,11 +31,11 @@ def exporter_cmd(port: int | None, address: str | None) -> None:
     settings = load_settings()  # Redis checked first: exit 3 with the reason
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from chains.loader import load_workflows
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
-    from monitoring import metrics
-    from monitoring.collector import MeshCollector
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
+    from worker_mesh.monitoring import metrics
+    from worker_mesh.monitoring.collector import MeshCollector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = load_workflows(settings)
@@ -70,12 +70,12 @@ def flower_cmd(port: int | None, address: str, no_auth: bool, flower_args: tuple
     MESH_MONITORING_FLOWER_BASIC_AUTH_FILE (user:password lines); without them it exits 2
     unless --no-auth. Credentials on the command line (--basic_auth...) are refused:
     ps shows them to every local user."""
-    from monitoring import flower
+    from worker_mesh.monitoring import flower
 
     flower.refuse_secret_options(flower_args)
     settings = load_settings()  # Redis checked first: exit 3 with the reason
-    from chains.loader import load_workflows
-    from workers.app import create_app
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.workers.app import create_app
 
     pairs = [] if no_auth else flower.credentials(settings.monitoring)
     if not pairs and not no_auth:

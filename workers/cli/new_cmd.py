@@ -20,7 +20,7 @@ def new_workflow(name: str, into: Path) -> None:
     """Create the package NAME: an event type, two steps, a workflow, a README, a
     pyproject.toml registering it with the mesh (entry point worker_mesh.workflows),
     and a test that passes as generated (`cd NAME && pytest`)."""
-    from workers.scaffold import scaffold
+    from worker_mesh.workers.scaffold import scaffold
 
     root = scaffold(name, into)
     click.echo(f"created {root}")

@@ -7,16 +7,16 @@ import socket
 
 import click
 
-from gpu_pool.routing import ALL_QUEUES
-from workers.cli._common import load_settings
+from worker_mesh.gpu_pool.routing import ALL_QUEUES
+from worker_mesh.workers.cli._common import load_settings
 
 
 def _app():  # type: ignore[no-untyped-def]
     # Checked first (exit 3 with the reason): Celery alone would retry refused
     # credentials or an untrusted certificate forever.
     settings = load_settings()
-    from chains.loader import load_workflows
-    from workers.app import create_app
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.workers.app import create_app
 
     load_workflows(settings)
     return create_app(settings)
@@ -54,7 +54,7 @@ def worker_cmd(queues: str, concurrency: int | None, pool: str, name: str | None
 def _enable_worker_metrics(pool: str) -> None:
     """Prefork children write metrics to shared files, summed by the parent's /metrics
     (monitoring.multiproc); must happen before the app is built and the pool forks."""
-    from monitoring import multiproc
+    from worker_mesh.monitoring import multiproc
 
     if pool == "prefork":
         multiproc.enable(load_settings(check_redis=False).monitoring.multiproc_dir)
@@ -65,7 +65,7 @@ def _enable_worker_metrics(pool: str) -> None:
 def beat_cmd(loglevel: str) -> None:
     """Run the scheduler (exactly one per mesh): retraining and other periodic work."""
     app = _app()
-    from workers.schedule import beat_schedule
+    from worker_mesh.workers.schedule import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(app.mesh_settings)
     app.Beat(loglevel=loglevel).run()

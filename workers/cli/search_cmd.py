@@ -7,7 +7,7 @@ import uuid
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
 @click.command("search")
@@ -18,10 +18,10 @@ from workers.cli._common import emit_json, json_option, load_settings
 def search_cmd(text: str, k: int, as_json: bool) -> None:
     """Print the K chunks nearest to TEXT (content id, chunk, cosine score, snippet),
     searched among vectors of the current embedding model version."""
-    from mesh.keys import Keys
-    from mesh.redis_conn import make_client
-    from workers.embedding.model import load_model
-    from workers.embedding.pipeline import search
+    from worker_mesh.mesh.keys import Keys
+    from worker_mesh.mesh.redis_conn import make_client
+    from worker_mesh.workers.embedding.model import load_model
+    from worker_mesh.workers.embedding.pipeline import search
 
     s = load_settings()
     client = make_client(s.redis)
@@ -44,8 +44,8 @@ def search_cmd(text: str, k: int, as_json: bool) -> None:
 def reembed_all_cmd(as_json: bool) -> None:
     """Queue the re-embedding of every document with the current model version (after
     a model upgrade). Bulk GPU work: it goes to the gpu-batch queue (off-peak)."""
-    from chains.loader import load_workflows
-    from workers.app import create_app
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.workers.app import create_app
 
     s = load_settings()
     load_workflows(s)

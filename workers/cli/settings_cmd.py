@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import SecretStr
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
 @click.command("settings")

@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
-from workers.cli.flow_status import flow_data, render_flow
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli.flow_status import flow_data, render_flow
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -110,9 +110,9 @@ def status_cmd(as_json: bool) -> None:
     """Streams, queues, workers, dead letters, GPU backlog and workflow freshness.
     Exit status 1 when a workflow is out of its freshness SLA, 3 when Redis cannot be
     read, 2 for bad settings."""
-    from chains.loader import load_workflows
-    from mesh.redis_conn import make_client, translate_errors
-    from monitoring.snapshot import take
+    from worker_mesh.chains.loader import load_workflows
+    from worker_mesh.mesh.redis_conn import make_client, translate_errors
+    from worker_mesh.monitoring.snapshot import take
 
     settings = load_settings()
     registry = load_workflows(settings)

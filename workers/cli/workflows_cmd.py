@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from workers.cli._common import emit_json, json_option, load_settings
+from worker_mesh.workers.cli._common import emit_json, json_option, load_settings
 
 
 @click.command("workflows")
@@ -14,7 +14,7 @@ from workers.cli._common import emit_json, json_option, load_settings
 def workflows_cmd(as_json: bool) -> None:
     """List every workflow: version, triggers (event types, with filters), coalescing
     window and freshness SLA."""
-    from chains.loader import load_workflows
+    from worker_mesh.chains.loader import load_workflows
 
     registry = load_workflows(load_settings(check_redis=False))
     rows: list[dict[str, Any]] = []

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.errors import RateLimited, Throttled
-from mesh.flow import Concurrency, Flow, FlowControl, Priority
-from workers.content.prompt import Brief
-from workers.content.providers import Generation, GenerationRequest, Provider
+from worker_mesh.mesh.errors import RateLimited, Throttled
+from worker_mesh.mesh.flow import Concurrency, Flow, FlowControl, Priority
+from worker_mesh.workers.content.prompt import Brief
+from worker_mesh.workers.content.providers import Generation, GenerationRequest, Provider
 
 CUSTOMER_CONCURRENCY = "content.customer"
 DEFAULT_PAUSE_S = 1.0

@@ -17,18 +17,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from events.base import Envelope
-from events.catalog import ContentUpdated
-from mesh.errors import QualityCheckFailed
-from mesh.redis_conn import translate_errors
-from mesh.settings import MeshSettings
-from monitoring import metrics
-from workers.content import flowctl as content_flow
-from workers.content import seo
-from workers.content.prompt import Brief, brief_from_event
-from workers.content.providers import Generation, GenerationRequest, Provider, make_provider
-from workers.content.store import ContentStore
-from workers.flowctl import flow_control
+from worker_mesh.events.base import Envelope
+from worker_mesh.events.catalog import ContentUpdated
+from worker_mesh.mesh.errors import QualityCheckFailed
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.content import flowctl as content_flow
+from worker_mesh.workers.content import seo
+from worker_mesh.workers.content.prompt import Brief, brief_from_event
+from worker_mesh.workers.content.providers import Generation, GenerationRequest, Provider, make_provider
+from worker_mesh.workers.content.store import ContentStore
+from worker_mesh.workers.flowctl import flow_control
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _dead_letter(rt: Any, meta: dict[str, Any], brief: Brief, wire: dict[str, st
     """End the run as failed and dead-letter the triggering event once, as
     ``quality_failed`` (the run's failure callback then finds the run ended and does
     not dead-letter it again as a generic ``workflow_failed``)."""
-    from events.dlq import DeadLetters
+    from worker_mesh.events.dlq import DeadLetters
 
     run_id = meta["run_id"]
     workflow = str(meta.get("workflow") or "content")

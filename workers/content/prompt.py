@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from mesh.errors import InvalidEvent
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.errors import InvalidEvent
+from worker_mesh.mesh.settings import MeshSettings
 
 Kind = Literal["article", "retention"]
 

@@ -30,11 +30,11 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
-from mesh import redact
-from mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
-from mesh.settings import LlmSettings
-from workers.content.prompt import Brief, messages
-from workers.content.seo import contains_phrase
+from worker_mesh.mesh import redact
+from worker_mesh.mesh.errors import ConfigError, PermanentError, ProviderError, RateLimited
+from worker_mesh.mesh.settings import LlmSettings
+from worker_mesh.workers.content.prompt import Brief, messages
+from worker_mesh.workers.content.seo import contains_phrase
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from mesh.errors import TransientError
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
+from worker_mesh.mesh.errors import TransientError
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
 
 
 @dataclass(frozen=True)

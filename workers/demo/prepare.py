@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from mesh.settings import MeshSettings
+from worker_mesh.mesh.settings import MeshSettings
 
 
 def prepare(settings: MeshSettings) -> list[str]:
     """Train and promote a first churn model when none is; returns notes for the summary."""
-    from workers.churn.lifecycle import ensure_model
+    from worker_mesh.workers.churn.lifecycle import ensure_model
 
     return [ensure_model(settings)]

@@ -8,10 +8,10 @@ from typing import Any
 
 import redis
 
-from chains.registry import WorkflowRegistry
-from mesh.keys import Keys
-from mesh.runs import RunLedger
-from mesh.settings import MeshSettings
+from worker_mesh.chains.registry import WorkflowRegistry
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.runs import RunLedger
+from worker_mesh.mesh.settings import MeshSettings
 
 # Events that a workflow publishes to trigger another one: (type, payload test, from, to).
 CROSS_TRIGGERS = [
@@ -59,8 +59,8 @@ def summary(client: redis.Redis, settings: MeshSettings, registry: WorkflowRegis
                 last = entry_id.decode()
     from datetime import UTC, datetime
 
-    from gpu_pool.deferral import Deferral
-    from gpu_pool.offpeak import Windows
+    from worker_mesh.gpu_pool.deferral import Deferral
+    from worker_mesh.gpu_pool.offpeak import Windows
 
     held = Deferral(client, keys, settings.gpu, sender=None,  # type: ignore[arg-type]
                     windows=Windows.parse(settings.gpu.offpeak_windows)).held_count()

@@ -11,12 +11,12 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
-from gpu_pool.routing import ALL_QUEUES
-from mesh.embedded import EmbeddedRedis
-from mesh.keys import Keys
-from mesh.redis_conn import make_client
-from mesh.settings import MeshSettings
-from workers.procs import Proc, start
+from worker_mesh.gpu_pool.routing import ALL_QUEUES
+from worker_mesh.mesh.embedded import EmbeddedRedis
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import make_client
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.workers.procs import Proc, start
 
 
 @dataclass

@@ -8,8 +8,8 @@ import random
 from collections.abc import Iterator
 from datetime import date, timedelta
 
-from events.base import Envelope, Event
-from events.catalog import (
+from worker_mesh.events.base import Envelope, Event
+from worker_mesh.events.catalog import (
     ContentCreated,
     ContentRequested,
     ContentUpdated,

@@ -21,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from mesh.errors import ConfigError, PermanentError
+from worker_mesh.mesh.errors import ConfigError, PermanentError
 
 _PARA_SPLIT = re.compile(r"\n\s*\n")
 _WS = re.compile(r"[ \t\r\f\v]+")

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mesh.errors import ConfigError
-from mesh.extras import require
+from worker_mesh.mesh.errors import ConfigError
+from worker_mesh.mesh.extras import require
 
 if TYPE_CHECKING:
-    from mesh.settings import GpuSettings
+    from worker_mesh.mesh.settings import GpuSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def load_model(gpu: GpuSettings | None = None) -> EmbeddingModel:
     dim = int(encoder.get_embedding_dimension() or 384)
     model = EmbeddingModel(encoder, model_version(), device, dim)
     log.info("loaded %r", model)
-    from monitoring import metrics
+    from worker_mesh.monitoring import metrics
 
     metrics.model_in_use("embedding", model.version)
     return model

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mesh.errors import PermanentError
-from mesh.settings import MeshSettings
-from monitoring import metrics
-from workers.embedding import model as model_mod
-from workers.embedding.chunking import Chunk, chunk_text, document_text, text_hash
-from workers.embedding.vectors import Hit, VectorStore
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.mesh.settings import MeshSettings
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.embedding import model as model_mod
+from worker_mesh.workers.embedding.chunking import Chunk, chunk_text, document_text, text_hash
+from worker_mesh.workers.embedding.vectors import Hit, VectorStore
 
 
 def plan(settings: MeshSettings, doc: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def embedder_for(rt: Any) -> tuple[str, Callable[[list[str]], np.ndarray]]:
     micro-batcher (``workers.tasks.gpu.embed_many``): the chunks of concurrent
     documents share forward passes, and every pass is counted (batch size, wait,
     GPU-seconds) like any GPU work."""
-    from workers.tasks.gpu import embed_many
+    from worker_mesh.workers.tasks.gpu import embed_many
 
     m = model_mod.get_model(rt)
     return m.version, lambda texts: embed_many(rt, texts)

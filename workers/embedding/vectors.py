@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from mesh.errors import TransientError
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
-from workers.embedding.chunking import Chunk
+from worker_mesh.mesh.errors import TransientError
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.workers.embedding.chunking import Chunk
 
 Embedder = Callable[[list[str]], np.ndarray]
 META_FIELDS = ("content_version", "chunks", "model_version", "event_id", "run_id",

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from mesh.errors import NotFound
-from mesh.settings import ArtifactSettings
-from workers.stores.keys import check_key
+from worker_mesh.mesh.errors import NotFound
+from worker_mesh.mesh.settings import ArtifactSettings
+from worker_mesh.workers.stores.keys import check_key
 
 
 @runtime_checkable
@@ -93,7 +93,7 @@ class LocalArtifactStore:
 def make_store(settings: ArtifactSettings) -> ArtifactStore:
     """The configured backend."""
     if settings.backend == "s3":
-        from workers.stores.s3 import S3ArtifactStore
+        from worker_mesh.workers.stores.s3 import S3ArtifactStore
 
         return S3ArtifactStore.from_settings(settings)
     return LocalArtifactStore(settings.local_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from mesh.errors import ConfigError
+from worker_mesh.mesh.errors import ConfigError
 
 __all__ = ["check_key"]
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import redis
 
-from mesh.errors import InvalidEvent
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
+from worker_mesh.mesh.errors import InvalidEvent
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
 
 _MERGE = """
 local k = KEYS[1]

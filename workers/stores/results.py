@@ -23,9 +23,9 @@ from typing import Any
 
 import redis
 
-from mesh.keys import Keys
-from mesh.redis_conn import translate_errors
-from monitoring import metrics
+from worker_mesh.mesh.keys import Keys
+from worker_mesh.mesh.redis_conn import translate_errors
+from worker_mesh.monitoring import metrics
 
 _WRITE = """
 local k = KEYS[1]

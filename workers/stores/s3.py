@@ -16,10 +16,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from mesh.errors import ConfigError, NotFound, ProviderError
-from mesh.extras import require
-from mesh.settings import ArtifactSettings
-from workers.stores.keys import check_key
+from worker_mesh.mesh.errors import ConfigError, NotFound, ProviderError
+from worker_mesh.mesh.extras import require
+from worker_mesh.mesh.settings import ArtifactSettings
+from worker_mesh.workers.stores.keys import check_key
 
 _CONFIG_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                  "AllAccessDisabled", "InvalidBucketName", "403"}

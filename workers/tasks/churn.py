@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_pool.routing import Resource
-from mesh.errors import PermanentError
-from workers.batched import BatchPolicy, Call, batched_task
-from workers.churn import rescore, scoring
-from workers.kinds import INFERENCE, STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.workers.batched import BatchPolicy, Call, batched_task
+from worker_mesh.workers.churn import rescore, scoring
+from worker_mesh.workers.kinds import INFERENCE, STANDARD, task
 
 
 @task("mesh.churn.merge_profile", kind=STANDARD, resource=Resource.CPU)

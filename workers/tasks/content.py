@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_pool.routing import Resource
-from workers.content import pipeline
-from workers.flowctl import FlowTask
-from workers.kinds import API_CALL, STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.content import pipeline
+from worker_mesh.workers.flowctl import FlowTask
+from worker_mesh.workers.kinds import API_CALL, STANDARD, task
 
 
 @task("mesh.content.prepare", kind=STANDARD, resource=Resource.CPU)

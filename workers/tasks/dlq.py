@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from events.dlq import DeadLetters
-from gpu_pool.routing import Resource
-from mesh.runs import split_task_id
-from monitoring import metrics
-from workers.kinds import STANDARD, task
+from worker_mesh.events.dlq import DeadLetters
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.runs import split_task_id
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.kinds import STANDARD, task
 
 log = logging.getLogger("mesh.dlq")
 

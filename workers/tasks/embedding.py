@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_pool.routing import Resource
-from workers.embedding import pipeline
-from workers.kinds import INFERENCE, STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.embedding import pipeline
+from worker_mesh.workers.kinds import INFERENCE, STANDARD, task
 
 
 @task("mesh.embedding.plan", kind=STANDARD, resource=Resource.CPU)

@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from gpu_pool import cost
-from gpu_pool.batching import BatchReport, MicroBatcher
-from gpu_pool.offpeak import Windows
-from gpu_pool.routing import Resource
-from mesh.errors import PermanentError
-from monitoring import metrics
-from workers.kinds import INFERENCE, STANDARD, task
-from workers.schedule import SCHEDULE_BUILDERS
+from worker_mesh.gpu_pool import cost
+from worker_mesh.gpu_pool.batching import BatchReport, MicroBatcher
+from worker_mesh.gpu_pool.offpeak import Windows
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.monitoring import metrics
+from worker_mesh.workers.kinds import INFERENCE, STANDARD, task
+from worker_mesh.workers.schedule import SCHEDULE_BUILDERS
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def batcher_for(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]
     """The process's batcher for ``task_type`` (created once, limits from settings). In a
     worker it knows how many task threads can wait on it, so a batch that holds all of
     them runs at once (a solo worker never waits out ``max_wait_ms``)."""
-    from workers.batched import pool_callers
+    from worker_mesh.workers.batched import pool_callers
 
     def make(rt_: Any) -> MicroBatcher:
         lim = rt_.settings.gpu.limits(task_type)
@@ -141,7 +141,7 @@ def embed_many(rt: Any, texts: Sequence[str]) -> np.ndarray:
     """Vectors of ``texts`` (rows, L2-normalised) through the process's ``embed``
     micro-batcher: the path of every embedding a worker makes (``mesh.gpu.embed``, the
     re-embedding workflow), so the GPU dashboard's batch panels see all of them."""
-    from workers.embedding.model import embed_texts, get_model
+    from worker_mesh.workers.embedding.model import embed_texts, get_model
 
     model = get_model(rt)
     if not texts:
@@ -165,7 +165,7 @@ def embed_one(rt: Any, item: Any) -> dict[str, Any]:
     """Embed one text (micro-batched with its neighbours in this process)."""
     text, rest = _embed_item(item)
 
-    from workers.embedding.model import get_model
+    from worker_mesh.workers.embedding.model import get_model
 
     model = get_model(rt)  # once per process, shared with the re-embedding tasks
     vector = embed_many(rt, [text])[0].tolist()
@@ -187,7 +187,7 @@ def embed_bulk(rt: Any, item: Any) -> dict[str, Any]:
 @task("mesh.gpu.release_due", kind=STANDARD, resource=Resource.CPU)
 def release_due(rt: Any) -> int:
     """Beat's releaser tick: release held work whose window or deadline has come."""
-    from gpu_pool.deferral import CelerySender, Deferral
+    from worker_mesh.gpu_pool.deferral import CelerySender, Deferral
 
     d = Deferral(rt.redis, rt.keys, rt.settings.gpu, CelerySender(rt.app))
     return d.release_due(datetime.now(UTC))

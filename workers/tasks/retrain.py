@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_pool.routing import Resource
-from workers.churn import lifecycle
-from workers.kinds import STANDARD, TRAINING, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.workers.churn import lifecycle
+from worker_mesh.workers.kinds import STANDARD, TRAINING, task
 
 
 @task("mesh.retrain.churn", kind=TRAINING, resource=Resource.CPU)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_pool.routing import Resource
-from mesh.runs import FINISHED_TASK
-from workers.kinds import STANDARD, task
+from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.runs import FINISHED_TASK
+from worker_mesh.workers.kinds import STANDARD, task
 
 
 @task(FINISHED_TASK, kind=STANDARD, resource=Resource.CPU, memo=False)
