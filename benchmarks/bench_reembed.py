@@ -3,8 +3,9 @@ the share of work skipped when an edit touches one paragraph of a long document.
 
 - mesh: one ``reembed`` workflow run per document (the canvas the dispatcher starts:
   ``mesh.embedding.plan`` on ``cpu`` -> ``mesh.embedding.embed`` on ``gpu``) through a
-  real worker process (``--pool solo``: one encode at a time, like the baseline),
-  until every vector is in Redis;
+  real worker process (``--pool``: the GPU worker's threads pool by default; its
+  micro-batcher runs one encode at a time, like the baseline), until every vector is
+  in Redis;
 - direct: ``model.encode(texts, batch_size=64, normalize_embeddings=True)`` in this
   process on exactly the chunk texts the mesh embedded (no chunking, no Redis);
 - skip: a long document is embedded, then one paragraph is edited (version 2): the
@@ -64,13 +65,13 @@ def document(seed: int, paragraphs: int) -> str:
 class Mesh:
     """A worker process plus the starter that hands it reembed runs."""
 
-    def __init__(self, settings: MeshSettings, log_dir: Path) -> None:
+    def __init__(self, settings: MeshSettings, log_dir: Path, pool: list[str]) -> None:
         self.settings = settings
-        # solo: one task at a time in one process, so the worker's encoder uses the
-        # same torch threads as the direct baseline. With a threads pool, concurrent
-        # encodes get a larger share of a contended CPU, which flatters the mesh.
-        self.worker = start("worker", ["worker", "-Q", "cpu,gpu", "--pool", "solo"],
-                            settings, log_dir)
+        # The GPU worker's own configuration by default (threads pool): concurrent
+        # documents' chunks meet in the process's micro-batcher, which runs ONE encode
+        # at a time - the same torch threads as the direct baseline, so the threads
+        # do not flatter the mesh; they overlap the Redis work with the encode.
+        self.worker = start("worker", ["worker", "-Q", "cpu,gpu", *pool], settings, log_dir)
         self.app = create_app(settings)
         self.registry = load_workflows(settings)
         self.starter = CeleryStarter(self.app, self.registry, fire_and_forget=False)
@@ -101,7 +102,7 @@ def mesh_rate(mesh: Mesh, docs: list[tuple[str, str]], tag: str, model_version: 
     wait_for(lambda: ids <= set(mesh.store.content_ids(model_version)), timeout_s=900,
              interval_s=0.02, what="every document embedded")
     elapsed = time.perf_counter() - t0
-    chunks = sum(int(mesh.store.get(model_version, i).meta["chunks"]) for i in ids)  # type: ignore[union-attr]
+    chunks = sum(int(mesh.store.get(model_version, i).meta["chunks"]) for i in ids)  # type: ignore[union-attr,misc]
     return chunks / elapsed, chunks
 
 
@@ -111,8 +112,15 @@ def main() -> None:
     ap.add_argument("--paragraphs", type=int, default=10)
     ap.add_argument("--long-paragraphs", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pool", default="threads -c 16",
+                    help="mesh worker pool options (the GPU worker's: threads; 'solo' = one "
+                         "task at a time, each document's chunks one encode)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 8 documents, 1 repeat")
     ap.add_argument("--no-write", action="store_true", help="only print the JSON")
     args = ap.parse_args()
+    if args.quick:
+        args.docs, args.repeats = 8, 1
+    pool = ["--pool", *args.pool.split()] if not args.pool.startswith("-") else args.pool.split()
 
     docs = [(f"d{i:03d}", document(i, args.paragraphs)) for i in range(args.docs)]
     model = load_model()
@@ -120,7 +128,7 @@ def main() -> None:
         settings = bench_settings(server)
         texts = [c["text"] for _, body in docs for c in pipeline.plan(
             settings, {"content_id": "x", "title": "Doc x", "body": body})["chunks"]]
-        mesh = Mesh(settings, Path(tmp) / "logs")
+        mesh = Mesh(settings, Path(tmp) / "logs", pool)
         try:
             # Warm-up (excluded): the worker loads its model on its first document.
             mesh.result(mesh.run(ContentCreated(content_id="warm", title="w", body=docs[0][1])))
@@ -162,6 +170,7 @@ def main() -> None:
         "chunks_per_run": chunks,
         "chunk_chars": settings.workflows.embed_chunk_chars,
         "repeats": args.repeats,
+        "worker_pool": " ".join(pool),
         "mesh_chunks_per_s": {"median": round(mesh_med, 1),
                               "samples": [round(x, 1) for x in mesh_rates]},
         "direct_encode_chunks_per_s": {"median": round(direct_med, 1),
@@ -178,11 +187,11 @@ def main() -> None:
             "edit_run_s": round(edit_s, 3),
         },
         "goals": {
-            "mesh_vs_direct_ge_0_5": goal(ratio, 0.5),
+            "mesh_vs_direct_ge_0_9": goal(ratio, 0.9),
             "skipped_share_ge_0_9": goal(skipped_share, 0.9),
         },
         "notes": "mesh = reembed canvas (plan on cpu, embed on gpu queue) through one real "
-                 "worker (solo pool) incl. chunking, Redis reads/writes and result "
+                 "worker (worker_pool) incl. chunking, the GPU micro-batcher, Redis reads/writes and result "
                  "backend; direct = encode only. Shared 2-core machine: compare the ratio, "
                  "not the absolute numbers.",
     }, write=not args.no_write)

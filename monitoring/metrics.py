@@ -77,6 +77,14 @@ GPU_HELD_ITEMS = Gauge("mesh_gpu_process_held_items",
                        "Bulk items this process holds for the off-peak window.", ["queue"],
                        multiprocess_mode="livesum")
 
+# -- batched steps (any queue) ---------------------------------------------------------------
+STEP_BATCH_SIZE = Histogram("mesh_step_batch_size", "Items per call of a batched step.", ["step"],
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+STEP_BATCH_WAIT = Histogram(
+    "mesh_step_batch_wait_seconds", "Time the first item of a step's batch waited for it to fill.",
+    ["step"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1))
+FUSED_STEPS = Counter("mesh_fused_steps_total",
+                      "Chain steps run inside the previous step's task (no hop), by task.", ["task"])
 # -- flow control (rate limits, concurrency keys) ----------------------------------------------
 FLOW_WAIT = Histogram(
     "mesh_ratelimit_wait_seconds",
@@ -256,6 +264,20 @@ def gpu_held(n: int, queue: str = "gpu-batch") -> None:
     """Bulk items this process holds back for the off-peak window (the durable count
     in Redis is exported by ``mesh exporter`` as ``mesh_gpu_held_items``)."""
     GPU_HELD_ITEMS.labels(bounded(queue)).set(n)
+
+
+# -- batched and fused steps ---------------------------------------------------------------
+@_safe
+def step_batch(step: str, size: int, wait_s: float) -> None:
+    """One call of a batched step: its size and how long its first item waited."""
+    STEP_BATCH_SIZE.labels(bounded(step)).observe(size)
+    STEP_BATCH_WAIT.labels(bounded(step)).observe(max(wait_s, 0.0))
+
+
+@_safe
+def step_fused(task: str) -> None:
+    """A chain step ran in the task of the step before it (``workers.fusion``)."""
+    FUSED_STEPS.labels(bounded(task)).inc()
 
 
 # -- models and results ---------------------------------------------------------------------

@@ -94,6 +94,7 @@ def create_app(settings: MeshSettings) -> Celery:
     """A new Celery app for these settings, with every declared task bound to it
     (``workers/tasks/*`` and ``celery.extra_modules``). No global ``current_app``."""
     from worker_mesh.chains.loader import import_extra_modules
+    from worker_mesh.workers.fusion import install as install_fusion
     from worker_mesh.workers.kinds import register_tasks
     from worker_mesh.workers.tasks import import_all
 
@@ -105,6 +106,7 @@ def create_app(settings: MeshSettings) -> Celery:
     app.conf.update(celery_config(settings))
     app.mesh_settings = settings  # type: ignore[attr-defined]
     register_tasks(app)
+    install_fusion()  # chain steps on the same queue run in one task (throughput.fuse_chains)
     from worker_mesh.monitoring import celery_hooks
     from worker_mesh.workers import run_hooks
 

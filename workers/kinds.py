@@ -127,6 +127,10 @@ class TaskSpec:
 
 SPECS: dict[str, TaskSpec] = {}
 
+AFTER_SUCCESS: list[Callable[[Task, Any, Any], None]] = []
+"""Called with (task, runtime, result) after a step ran and its success is recorded
+(not for a memoized return): ``workers.fusion`` registers itself here."""
+
 
 def task(name: str, *, kind: TaskKind = STANDARD, resource: Resource = Resource.CPU,
          memo: bool = True, ledger: bool = True, runtime: bool = True, flow: Flow | None = None,
@@ -199,6 +203,8 @@ def _bind(app: Celery, spec: TaskSpec, runtime_for: Callable[[Celery], Any]) -> 
             _leave(token)
         if step is not None:
             _done(rt, step, result, spec.memo)
+        for hook in AFTER_SUCCESS:  # e.g. workers.fusion: run the chain's next step here
+            hook(self, rt, result)
         return result
 
     run.__name__ = spec.fn.__name__

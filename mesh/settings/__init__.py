@@ -31,6 +31,7 @@ from worker_mesh.mesh.settings.redis import RedisSettings
 from worker_mesh.mesh.settings.runs import RunSettings
 from worker_mesh.mesh.settings.streams import StreamSettings
 from worker_mesh.mesh.settings.tracing import TracingSettings
+from worker_mesh.mesh.settings.throughput import ThroughputSettings
 from worker_mesh.mesh.settings.workflows import WorkflowSettings
 
 ENV_PREFIX = "MESH_"
@@ -49,6 +50,7 @@ __all__ = [
     "RunSettings",
     "StreamSettings",
     "TracingSettings",
+    "ThroughputSettings",
     "WorkflowSettings",
 ]
 
@@ -75,6 +77,7 @@ class MeshSettings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
 
     @classmethod

@@ -160,7 +160,7 @@ def test_every_check_has_a_breakage() -> None:
 def test_secret_settings_are_the_secret_fields_of_the_settings() -> None:
     assert policy.secret_setting_names() == {
         "MESH_REDIS_URL", "MESH_MONITORING_SENTRY_DSN", "MESH_LLM_API_KEY",
-        "MESH_MONITORING_FLOWER_BASIC_AUTH",
+        "MESH_MONITORING_FLOWER_BASIC_AUTH", "MESH_TRACING_OTLP_HEADERS",
         "MESH_ARTIFACTS_S3_ACCESS_KEY_ID", "MESH_ARTIFACTS_S3_SECRET_ACCESS_KEY"}
 
 

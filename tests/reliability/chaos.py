@@ -59,6 +59,8 @@ class ChaosResult:
     seconds: float
     dead_letters: list[str]
     """Reason and error of each dead letter (none expected)."""
+    streams: list[dict[str, Any]]
+    """Each stream's audit (published, accounted, pending, lag) at the end."""
 
     @property
     def ok(self) -> bool:
@@ -140,7 +142,9 @@ def run_chaos(base: MeshSettings, server: EmbeddedRedis, tmp: Path, *, rate: flo
             runs_redriven=runs.redriven, streams_settled=all(a.settled for a in audit(r, s)),
             seconds=round(time.monotonic() - t_start, 1),
             dead_letters=[f"{d.reason_code}: {d.reason[:200]} | {d.error[:300]}"
-                          for d in DeadLetters(r, keys, s.streams).list(limit=5)])
+                          for d in DeadLetters(r, keys, s.streams).list(limit=5)],
+            streams=[{k: a.as_dict()[k] for k in ("published", "accounted", "pending", "lag",
+                                                  "outcomes")} for a in audit(r, s)])
     finally:
         stop.set()
         for p in procs:

@@ -65,20 +65,47 @@ def merge(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> dict[str, Any
 
 def score(rt: Any, merged: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Score the stored profile with the promoted model."""
+    out = score_many(rt, [(merged, meta)])[0]
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def score_many(rt: Any, items: list[tuple[dict[str, Any], dict[str, Any]]]
+               ) -> list[dict[str, Any] | BaseException]:
+    """Score many customers at once: the promoted pointer and every profile in one
+    round trip, one ``predict`` on the feature matrix. A profile that cannot be read
+    fails its own item (a ``PermanentError`` in its place), not the batch."""
     svc = services(rt)
-    with translate_errors("churn score"):  # pointer and profile in one round trip
+    with translate_errors("churn score"):
         pipe = rt.redis.pipeline(transaction=False)
         pipe.hgetall(svc.registry.promoted_key)
-        pipe.hgetall(svc.profiles.key(merged["customer_id"]))
-        raw_ptr, raw_profile = pipe.execute()
+        for merged, _ in items:
+            pipe.hgetall(svc.profiles.key(merged["customer_id"]))
+        raw_ptr, *raw_profiles = pipe.execute()
     ptr, model = svc.model.get(ModelRegistry.parse_pointer(raw_ptr))
-    raw = {_s(k): _s(v) for k, v in raw_profile.items()}
-    normalized, imputed = F.normalize(raw)
-    p = float(model.predict(F.vector(raw))[0])
-    return {**merged, "profile_revision": int(raw.get("_rev", merged["profile_revision"])),
-            "score": p, "model_version": ptr.version, "model_seq": ptr.seq,
-            "plan": raw.get("plan") if normalized["plan"] == raw.get("plan") else None,
-            "imputed": imputed}
+    out: list[dict[str, Any] | BaseException | None] = [None] * len(items)
+    rows: list[np.ndarray] = []
+    ready: list[int] = []
+    for i, ((merged, _), raw_profile) in enumerate(zip(items, raw_profiles, strict=True)):
+        raw = {_s(k): _s(v) for k, v in raw_profile.items()}
+        try:
+            normalized, imputed = F.normalize(raw)
+            rows.append(np.asarray(F.vector_of(normalized), dtype=np.float64))
+        except PermanentError as exc:
+            out[i] = exc
+            continue
+        ready.append(i)
+        out[i] = {**merged, "profile_revision": int(raw.get("_rev", merged["profile_revision"])),
+                  "model_version": ptr.version, "model_seq": ptr.seq,
+                  "plan": raw.get("plan") if normalized["plan"] == raw.get("plan") else None,
+                  "imputed": imputed}
+    if rows:
+        for i, p in zip(ready, model.predict(np.vstack(rows)), strict=True):
+            row = out[i]
+            assert isinstance(row, dict)
+            row["score"] = float(p)
+    return [o for o in out if o is not None]
 
 
 def store(rt: Any, scored: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:

@@ -50,13 +50,14 @@ def chunks_of(plan_: dict[str, Any]) -> list[Chunk]:
 
 
 def embedder_for(rt: Any) -> tuple[str, Callable[[list[str]], np.ndarray]]:
-    """(model version, texts -> vectors) of the process's model.
+    """(model version, texts -> vectors) of the process's model, through the GPU pool's
+    micro-batcher (``workers.tasks.gpu.embed_many``): the chunks of concurrent
+    documents share forward passes, and every pass is counted (batch size, wait,
+    GPU-seconds) like any GPU work."""
+    from worker_mesh.workers.tasks.gpu import embed_many
 
-    Looks ``embed_texts`` up on the module at call time, so a wrapper installed later
-    (the GPU pool's micro-batcher) is picked up without touching this code.
-    """
     m = model_mod.get_model(rt)
-    return m.version, lambda texts: model_mod.embed_texts(m, texts)
+    return m.version, lambda texts: embed_many(rt, texts)
 
 
 def embed_plan(rt: Any, plan_: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:

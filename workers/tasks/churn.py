@@ -1,6 +1,7 @@
 """Churn tasks: thin wrappers around ``workers.churn.scoring`` and ``workers.churn.rescore``.
 
-Kinds: scoring is INFERENCE (a model call: few quick retries); merging and storing are
+Kinds: scoring is INFERENCE (a model call: few quick retries) and batched (one
+``predict`` for the items of concurrent runs, ``workers.batched``); merging and storing are
 STANDARD; the per-shard rescoring is INFERENCE on the GPU-bulk class (``gpu-batch``
 queue), so it runs when bulk capacity is cheap. A missing promoted model or a corrupt
 profile raises a PermanentError: the run fails fast instead of retrying.
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from worker_mesh.gpu_pool.routing import Resource
+from worker_mesh.mesh.errors import PermanentError
+from worker_mesh.workers.batched import BatchPolicy, Call, batched_task
 from worker_mesh.workers.churn import rescore, scoring
 from worker_mesh.workers.kinds import INFERENCE, STANDARD, task
 
@@ -21,10 +24,21 @@ def merge_profile(rt: Any, meta: dict[str, Any], event: dict[str, Any]) -> dict[
     return scoring.merge(rt, meta, event)
 
 
-@task("mesh.churn.score", kind=INFERENCE, resource=Resource.CPU)
-def score(rt: Any, merged: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Features of the stored profile -> churn probability (promoted model)."""
-    return scoring.score(rt, merged, meta)
+@batched_task("mesh.churn.score", kind=INFERENCE, resource=Resource.CPU,
+              batch=BatchPolicy(max_items=64, max_wait_ms=10))
+def score(rt: Any, calls: list[Call]) -> list[dict[str, Any] | BaseException]:
+    """Features of the stored profiles -> churn probabilities (promoted model): the
+    items of concurrent runs are scored with one ``predict`` on a feature matrix."""
+    return scoring.score_many(rt, [_score_args(c) for c in calls])
+
+
+def _score_args(c: Call) -> tuple[dict[str, Any], dict[str, Any]]:
+    merged = c.args[0] if c.args else c.kwargs.get("merged")
+    meta = c.args[1] if len(c.args) > 1 else c.kwargs.get("meta", {})
+    if not isinstance(merged, dict) or "customer_id" not in merged:
+        raise PermanentError("churn score: expected the merge step's result "
+                             "({customer_id, profile_revision, ...})")
+    return merged, meta
 
 
 @task("mesh.churn.store", kind=STANDARD, resource=Resource.CPU)

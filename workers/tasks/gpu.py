@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from worker_mesh.gpu_pool import cost
 from worker_mesh.gpu_pool.batching import BatchReport, MicroBatcher
 from worker_mesh.gpu_pool.offpeak import Windows
@@ -59,12 +61,16 @@ def _on_batch(rt: Any) -> Callable[[BatchReport], None]:
 
 
 def batcher_for(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]]) -> MicroBatcher:
-    """The process's batcher for ``task_type`` (created once, limits from settings)."""
+    """The process's batcher for ``task_type`` (created once, limits from settings). In a
+    worker it knows how many task threads can wait on it, so a batch that holds all of
+    them runs at once (a solo worker never waits out ``max_wait_ms``)."""
+    from worker_mesh.workers.batched import pool_callers
 
     def make(rt_: Any) -> MicroBatcher:
         lim = rt_.settings.gpu.limits(task_type)
         return MicroBatcher(task_type, fn, max_batch=lim.max_batch, max_wait_ms=lim.max_wait_ms,
-                            retries=rt_.settings.gpu.batch_retries, on_batch=_on_batch(rt_))
+                            retries=rt_.settings.gpu.batch_retries, on_batch=_on_batch(rt_),
+                            max_callers=pool_callers())
 
     return rt.service(f"gpu.batcher.{task_type}", make)
 
@@ -118,10 +124,33 @@ def run_batched(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]
                 item: Any) -> Any:
     """Hand ``item`` to the micro-batcher and return its own result. While waiting, the
     worker host counts as busy (the autoscaler never removes it)."""
+    return run_batched_many(rt, task_type, fn, [item])[0]
+
+
+def run_batched_many(rt: Any, task_type: str, fn: Callable[[list[Any]], Sequence[Any]],
+                     items: Sequence[Any]) -> list[Any]:
+    """Hand several items (a document's chunks) to the micro-batcher together: they
+    share passes with the items of other tasks of this process."""
     tag = "deferred" if _was_deferred() else "direct"
     with rt.service("gpu.busy", BusyTracker):
-        return batcher_for(rt, task_type, fn)(
-            item, timeout_s=rt.settings.celery.task_soft_time_limit_s, tag=tag)
+        return batcher_for(rt, task_type, fn).map(
+            items, timeout_s=rt.settings.celery.task_soft_time_limit_s, tag=tag)
+
+
+def embed_many(rt: Any, texts: Sequence[str]) -> np.ndarray:
+    """Vectors of ``texts`` (rows, L2-normalised) through the process's ``embed``
+    micro-batcher: the path of every embedding a worker makes (``mesh.gpu.embed``, the
+    re-embedding workflow), so the GPU dashboard's batch panels see all of them."""
+    from worker_mesh.workers.embedding.model import embed_texts, get_model
+
+    model = get_model(rt)
+    if not texts:
+        return np.zeros((0, model.dim), dtype=np.float32)
+
+    def forward(batch: list[str]) -> list[np.ndarray]:
+        return list(embed_texts(model, batch))
+
+    return np.vstack(run_batched_many(rt, "embed", forward, list(texts)))
 
 
 def _embed_item(item: Any) -> tuple[str, dict[str, Any]]:
@@ -136,14 +165,10 @@ def embed_one(rt: Any, item: Any) -> dict[str, Any]:
     """Embed one text (micro-batched with its neighbours in this process)."""
     text, rest = _embed_item(item)
 
-    from worker_mesh.workers.embedding.model import embed_texts, get_model
+    from worker_mesh.workers.embedding.model import get_model
 
     model = get_model(rt)  # once per process, shared with the re-embedding tasks
-
-    def forward(texts: list[str]) -> list[list[float]]:
-        return [row.tolist() for row in embed_texts(model, texts)]
-
-    vector = run_batched(rt, "embed", forward, text)
+    vector = embed_many(rt, [text])[0].tolist()
     return rest | {"vector": vector, "dim": len(vector), "model": model.version}
 
 
