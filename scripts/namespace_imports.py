@@ -20,7 +20,7 @@ SKIP = {".venv", ".git", ".mesh", "node_modules", "__pycache__"}
 
 _P = "|".join(PACKAGES)
 FROM = re.compile(rf"^(\s*)from ({_P})(\.[\w.]+)? import ", re.M)
-IMPORT = re.compile(rf"^(\s*)import ({_P})(\.[\w.]+)?( as \w+)?\s*$", re.M)
+IMPORT = re.compile(rf"^(\s*)import ({_P})(\.[\w.]+)?( as \w+)?(\s+#.*)?\s*$", re.M)
 MODULE_STRINGS = re.compile(rf"(?<!getLogger\()([\"'])({_P})((?:\.[A-Za-z_]\w*)+)\1")
 
 
@@ -45,10 +45,11 @@ def _is_module(dotted: str) -> bool:
 
 def _import(m: re.Match[str]) -> str:
     indent, pkg, rest, alias = m.group(1), m.group(2), m.group(3) or "", m.group(4) or ""
+    comment = m.group(5) or ""
     if not rest:  # import events  ->  from worker_mesh import events
-        return f"{indent}from worker_mesh import {pkg}{alias}"
-    if alias:  # import events.wire as w  ->  import worker_mesh.events.wire as w
-        return f"{indent}import worker_mesh.{pkg}{rest}{alias}"
+        return f"{indent}from worker_mesh import {pkg}{alias}{comment}"
+    if alias or comment:  # import events.wire as w  ->  import worker_mesh.events.wire as w
+        return f"{indent}import worker_mesh.{pkg}{rest}{alias}{comment}"
     # import events.catalog (binds "events"): keep that name bound
     return f"{indent}import worker_mesh.{pkg}{rest}\n{indent}from worker_mesh import {pkg}"
 

@@ -30,8 +30,8 @@ from worker_mesh.mesh.settings.monitoring import MonitoringSettings
 from worker_mesh.mesh.settings.redis import RedisSettings
 from worker_mesh.mesh.settings.runs import RunSettings
 from worker_mesh.mesh.settings.streams import StreamSettings
-from worker_mesh.mesh.settings.tracing import TracingSettings
 from worker_mesh.mesh.settings.throughput import ThroughputSettings
+from worker_mesh.mesh.settings.tracing import TracingSettings
 from worker_mesh.mesh.settings.workflows import WorkflowSettings
 
 ENV_PREFIX = "MESH_"
@@ -49,8 +49,8 @@ __all__ = [
     "RedisSettings",
     "RunSettings",
     "StreamSettings",
-    "TracingSettings",
     "ThroughputSettings",
+    "TracingSettings",
     "WorkflowSettings",
 ]
 

@@ -11,7 +11,7 @@ from worker_mesh.workers.runtime import Runtime
 
 
 def test_the_churn_score_step_is_batched_with_its_declared_policy() -> None:
-    import workers.tasks.churn  # noqa: F401 - declares the step
+    import worker_mesh.workers.tasks.churn  # noqa: F401 - declares the step
 
     step = BATCHED["mesh.churn.score"]
     rt = Runtime(MeshSettings.load({}))
@@ -19,7 +19,7 @@ def test_the_churn_score_step_is_batched_with_its_declared_policy() -> None:
 
 
 def test_settings_override_one_field_of_a_steps_policy() -> None:
-    import workers.tasks.churn  # noqa: F401
+    import worker_mesh.workers.tasks.churn  # noqa: F401
 
     rt = Runtime(MeshSettings.load(
         {"MESH_THROUGHPUT_BATCH": '{"mesh.churn.score": {"max_wait_ms": 2}}'}))
