@@ -90,7 +90,7 @@ class Mesh:
 
 @pytest.fixture
 def mesh(settings: MeshSettings, tmp_path: Path) -> Iterator[Mesh]:
-    m = Mesh(settings, tmp_path)
+    m = Mesh(settings, tmp_path, MESH_THROUGHPUT_FUSE_CHAINS="true")
     yield m
     m.app.close()
 
@@ -182,7 +182,7 @@ def test_batched_step_shares_calls_and_a_poisoned_item_fails_its_run_alone(mesh:
 
 def test_past_fuse_max_steps_the_chain_continues_with_the_fused_result(
         settings: MeshSettings, tmp_path: Path) -> None:
-    mesh = Mesh(settings, tmp_path, MESH_THROUGHPUT_FUSE_MAX_STEPS="2")
+    mesh = Mesh(settings, tmp_path, MESH_THROUGHPUT_FUSE_CHAINS="true", MESH_THROUGHPUT_FUSE_MAX_STEPS="2")
     run_id = mesh.run("fused")
     w = mesh.worker()
     try:
