@@ -33,7 +33,8 @@ from worker_mesh.events.coalesce import CoalesceStore
 from worker_mesh.events.dlq import DeadLetters
 from worker_mesh.events.firing import SlotFirer, entry_ms
 from worker_mesh.events.routing import Route, Router, RunResender, StartRequest, WorkflowStarter
-from worker_mesh.events.wire import REPEATED, decode, original_fields
+from worker_mesh.events.stream_replies import entries_keeping_repeats
+from worker_mesh.events.wire import decode, original_fields
 from worker_mesh.mesh.errors import InvalidEvent, PayloadTooLarge, TransientError, UnknownEventType
 from worker_mesh.mesh.keys import Keys
 from worker_mesh.mesh.outage import OutageLog
@@ -109,7 +110,7 @@ class Dispatcher:
         self.firer = SlotFirer(client, settings, keys, starter, self.dlq, self.coalesce, catalog)
         self.ledger = RunLedger(client, keys, settings.runs)
         for command in ("XREADGROUP", "XAUTOCLAIM"):  # see events.wire.REPEATED
-            client.set_response_callback(command, _entries_keeping_repeats(command))
+            client.set_response_callback(command, entries_keeping_repeats(command))
         self.resender: RunResender | None = starter if hasattr(starter, "resend") else None  # type: ignore[assignment]
         self._next_redrive = 0.0
         self._next_prune = 0.0
@@ -485,44 +486,6 @@ class Dispatcher:
 
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _fields(flat: list[Any] | None) -> dict[bytes, bytes] | None:
-    """A stream entry's flat field list as a dict that, unlike redis-py's, notes a field
-    repeated with a different value (``events.wire.REPEATED``) instead of keeping one."""
-    if flat is None:
-        return None
-    out: dict[bytes, bytes] = {}
-    for i in range(0, len(flat) - 1, 2):
-        k, v = flat[i], flat[i + 1]
-        if k in out and out[k] != v:
-            out.setdefault(REPEATED, k)
-        out[k] = v
-    return out
-
-
-def _entries_keeping_repeats(command: str) -> Callable[..., Any]:
-    """Response parser of XREADGROUP / XAUTOCLAIM built on ``_fields``, giving the
-    legacy RESP2 shapes (what redis-py gives by default) from either wire protocol."""
-
-    def entries(rows: list[Any] | None) -> list[Any] | None:
-        if rows is None:
-            return None
-        return [(r[0], _fields(r[1])) if r is not None else (None, None) for r in rows]
-
-    def xreadgroup(response: Any, **_: Any) -> Any:
-        if not response:
-            return []
-        items = response.items() if isinstance(response, dict) else response  # RESP3 / RESP2 wire
-        return [[stream, entries(rows)] for stream, rows in items]
-
-    def xautoclaim(response: Any, **options: Any) -> Any:
-        if options.get("parse_justid", False):
-            return response[1]
-        response[1] = entries(response[1])
-        return response
-
-    return xreadgroup if command == "XREADGROUP" else xautoclaim
 
 
 def _describe(exc: BaseException) -> str:
